@@ -3,7 +3,7 @@
  * status code, one or more text lines), its wire encoding, and a catalogue of
  * the standard replies Mailroom sends.
  *
- * Decoding replies from bytes (the client side) lives in `wire/ReplyCodec`.
+ * Decoding replies from bytes (the client side) lives in `wire/ReplyDecoder`.
  *
  * @since 0.1.0
  */

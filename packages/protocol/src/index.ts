@@ -1,0 +1,43 @@
+/**
+ * `@mailroom/protocol`: Mailroom's pure, I/O-free core. Every module is a
+ * namespace; import the ones you need:
+ *
+ * ```ts
+ * import { ServerSession, Command, Reply } from "@mailroom/protocol"
+ * ```
+ *
+ * Runtime adapters (`@mailroom/node`, `@mailroom/deno`) provide the services
+ * declared here (`Listener`, `Connector`, `QueueStorage`, DNS, processes).
+ *
+ * @since 0.1.0
+ */
+export * as Bytes from "./wire/Bytes.ts"
+export * as LineDecoder from "./wire/LineDecoder.ts"
+export * as DataDecoder from "./wire/DataDecoder.ts"
+export * as DataEncoder from "./wire/DataEncoder.ts"
+export * as BdatDecoder from "./wire/BdatDecoder.ts"
+export * as ReplyDecoder from "./wire/ReplyDecoder.ts"
+export * as ProxyProtocol from "./wire/ProxyProtocol.ts"
+
+export * as Reply from "./smtp/Reply.ts"
+export * as Address from "./smtp/Address.ts"
+export * as Params from "./smtp/Params.ts"
+export * as Command from "./smtp/Command.ts"
+export * as Extensions from "./smtp/Extensions.ts"
+export * as ServerSession from "./smtp/ServerSession.ts"
+
+export * as Base64 from "./auth/Base64.ts"
+export * as Sasl from "./auth/Sasl.ts"
+export * as Credentials from "./auth/Credentials.ts"
+export * as CredentialsService from "./auth/CredentialsService.ts"
+
+export * as Envelope from "./envelope/Envelope.ts"
+export * as Headers from "./envelope/Headers.ts"
+
+export * as Decision from "./policy/Decision.ts"
+export * as Validators from "./policy/Validators.ts"
+
+export * as Queue from "./queue/Queue.ts"
+
+export * as Transport from "./edge/Transport.ts"
+export * as SmtpEdge from "./edge/SmtpEdge.ts"
