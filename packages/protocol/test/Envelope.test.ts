@@ -32,7 +32,8 @@ const sample: Envelope.Envelope = Envelope.make({
     orcpt: [{ addrType: "rfc822", address: "bob@example.com" }, undefined, undefined]
   },
   body: "8BITMIME",
-  smtputf8: false
+  smtputf8: false,
+  requireTls: true
 })
 
 describe("Envelope.make", () => {
@@ -48,7 +49,8 @@ describe("Envelope.make", () => {
       timestamp: 0,
       dsn: { ret: undefined, envid: undefined, notify: [undefined, undefined], orcpt: [undefined, undefined] },
       body: undefined,
-      smtputf8: false
+      smtputf8: false,
+      requireTls: false
     })
     expect(env.dsn.notify.length).toBe(2)
   })
@@ -148,6 +150,7 @@ describe("Envelope JSON", () => {
         },
         body: "8BITMIME",
         smtputf8: false,
+        requireTls: true,
         message: "U3ViamVjdDogaGkNCg0KYm9keSDpDQo="
       })
     )
@@ -163,7 +166,7 @@ describe("Envelope JSON", () => {
     expect(Envelope.toJSONString(env)).toBe(
       '{"v":1,"id":"","sender":"","recipients":["a@x"],' +
         '"client":{"address":null,"port":null,"reverseName":null,"ehlo":null,"protocol":"SMTP","tls":{"version":"TLSv1.2","cipher":"X"},"auth":null},' +
-        '"receiver":null,"timestamp":0,"dsn":{"ret":null,"envid":null,"notify":[null],"orcpt":[null]},"body":null,"smtputf8":false,"message":""}'
+        '"receiver":null,"timestamp":0,"dsn":{"ret":null,"envid":null,"notify":[null],"orcpt":[null]},"body":null,"smtputf8":false,"requireTls":false,"message":""}'
     )
     expect(Result.getOrThrow(Envelope.fromJSONString(Envelope.toJSONString(env)))).toEqual(env)
   })
@@ -203,7 +206,8 @@ describe("Envelope JSON", () => {
       ret: fc.constantFrom("FULL", "HDRS", undefined),
       envid: fc.option(safeText(0, 100), { nil: undefined }),
       body: fc.constantFrom("7BIT", "8BITMIME", "BINARYMIME", undefined),
-      smtputf8: fc.boolean()
+      smtputf8: fc.boolean(),
+      requireTls: fc.boolean()
     })
     .chain((r) =>
       fc.record({ notify: fc.array(notify, { minLength: r.recipients.length, maxLength: r.recipients.length }), orcpt: fc.array(orcpt, { minLength: r.recipients.length, maxLength: r.recipients.length }) }).map(
@@ -218,7 +222,8 @@ describe("Envelope JSON", () => {
             timestamp: r.timestamp,
             dsn: { ret: r.ret, envid: r.envid, notify: d.notify, orcpt: d.orcpt },
             body: r.body,
-            smtputf8: r.smtputf8
+            smtputf8: r.smtputf8,
+            requireTls: r.requireTls
           })
       )
     )
@@ -297,6 +302,8 @@ describe("Envelope JSON", () => {
     ["dsn.orcpt[1]", (j) => (j.dsn.orcpt[1] = "x")],
     ["body", (j) => (j.body = "8BIT")],
     ["smtputf8", (j) => (j.smtputf8 = "false")],
+    ["requireTls", (j) => (j.requireTls = 1)],
+    ["requireTls", (j) => delete j.requireTls],
     ["message", (j) => (j.message = "not base64!")],
     ["message", (j) => (j.message = "QQ=")],
     ["message", (j) => (j.message = null)],
@@ -353,7 +360,7 @@ describe("Envelope JSON", () => {
       }),
       { numRuns: 500 }
     )
-    const paths = ["v", "id", "sender", "recipients", "client", "client.address", "client.port", "client.tls", "client.tls.bits", "receiver", "timestamp", "dsn", "dsn.notify", "dsn.orcpt", "body", "smtputf8", "message"]
+    const paths = ["v", "id", "sender", "recipients", "client", "client.address", "client.port", "client.tls", "client.tls.bits", "receiver", "timestamp", "dsn", "dsn.notify", "dsn.orcpt", "body", "smtputf8", "requireTls", "message"]
     fc.assert(
       fc.property(fc.constantFrom(...paths), fc.jsonValue(), (path, value) => {
         const j = good()

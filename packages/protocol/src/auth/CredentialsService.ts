@@ -17,6 +17,24 @@ export class CredentialsService extends Context.Service<CredentialsService, {
   readonly answer: (request: Sasl.CredentialRequest) => Effect.Effect<Sasl.CredentialAnswer>
 }>()("@mailroom/protocol/CredentialsService") {}
 
+const scramCache = new Map<string, Credentials.ScramCredentials>()
+
+/** SCRAM keys for a user: stored ones, or derived from a clear password with a per-user salt (cached). */
+const scramOf = (user: string, stored: Credentials.StoredPassword): Credentials.ScramCredentials | undefined => {
+  const direct = Credentials.scramFromStored(stored)
+  if (direct) return direct
+  const clear = Credentials.clearPassword(stored)
+  if (clear === undefined) return undefined
+  const key = `${user}\u0000${clear}`
+  let derived = scramCache.get(key)
+  if (!derived) {
+    const salt = Credentials.sha256Digest(new TextEncoder().encode(`mailroom-scram-salt:${user}`)).slice(0, 16)
+    derived = Credentials.scramCredentials(clear, salt, Credentials.minIterations)
+    scramCache.set(key, derived)
+  }
+  return derived
+}
+
 /**
  * Answers from a table of users: name → stored password string
  * (`pbkdf2-sha256$...`, `{SCRAM-SHA-256}...`, or `{PLAIN}secret`). Unknown
@@ -39,7 +57,7 @@ export const fromTable = (users: ReadonlyMap<string, string>): CredentialsServic
           case "LookupSecret":
             return { _tag: "Secret", password: stored ? Credentials.clearPassword(stored) : undefined }
           case "LookupScram":
-            return { _tag: "Scram", credentials: stored ? Credentials.scramFromStored(stored) : undefined }
+            return { _tag: "Scram", credentials: stored ? scramOf(request.authcid, stored) : undefined }
         }
       })
   }

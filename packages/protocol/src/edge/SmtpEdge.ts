@@ -409,6 +409,7 @@ export const toEnvelope = (
       orcpt: message.recipients.map((r) => r.params.orcpt)
     },
     body: message.mailParams.body,
-    smtputf8: message.mailParams.smtputf8
+    smtputf8: message.mailParams.smtputf8,
+    requireTls: message.mailParams.requireTls
   })
 }

@@ -31,6 +31,7 @@
  *            "orcpt":  [ { "addrType": "rfc822", "address": "…" } | null, … ] },
  *   "body": "7BIT" | "8BITMIME" | "BINARYMIME" | null,
  *   "smtputf8": false,
+ *   "requireTls": false,              // REQUIRETLS (RFC 8689) was given on MAIL
  *   "message": "UmVjZWl2ZWQ6IC4uLg==" }  // the message bytes, standard base64 with padding
  * ```
  *
@@ -107,6 +108,8 @@ export interface Envelope {
   readonly dsn: DsnParams
   readonly body: BodyType | undefined
   readonly smtputf8: boolean
+  /** MAIL carried REQUIRETLS (RFC 8689): relay only over verified TLS, or bounce. */
+  readonly requireTls: boolean
 }
 
 /** Client facts when nothing is known: protocol `SMTP`, everything else `undefined`. */
@@ -131,7 +134,7 @@ const pad = <A>(xs: ReadonlyArray<A | undefined> | undefined, n: number, what: s
 /**
  * Makes an envelope. Omitted fields default to: id `""` (assign one with
  * `newId`), `unknownClient`, receiver `undefined`, timestamp 0, no DSN
- * parameters, body `undefined`, smtputf8 `false`. `dsn.notify` and
+ * parameters, body `undefined`, smtputf8 and requireTls `false`. `dsn.notify` and
  * `dsn.orcpt` are padded with `undefined` to one entry per recipient; more
  * entries than recipients is a programming error (`RangeError`).
  */
@@ -158,7 +161,8 @@ export const make = (
       orcpt: pad(fields.dsn?.orcpt, n, "orcpt")
     },
     body: fields.body,
-    smtputf8: fields.smtputf8 ?? false
+    smtputf8: fields.smtputf8 ?? false,
+    requireTls: fields.requireTls ?? false
   }
 }
 
@@ -239,6 +243,7 @@ export interface EnvelopeJson {
   }
   readonly body: BodyType | null
   readonly smtputf8: boolean
+  readonly requireTls: boolean
   readonly message: string
 }
 
@@ -282,6 +287,7 @@ export const toJSON = (env: Envelope): EnvelopeJson => {
     },
     body: nullable(env.body),
     smtputf8: env.smtputf8,
+    requireTls: env.requireTls,
     message: Base64.encode(env.message)
   }
 }
@@ -452,7 +458,7 @@ const decodeDsn = (u: unknown, n: number): DsnParams => {
   }
 }
 
-const KEYS = ["v", "id", "sender", "recipients", "client", "receiver", "timestamp", "dsn", "body", "smtputf8", "message"]
+const KEYS = ["v", "id", "sender", "recipients", "client", "receiver", "timestamp", "dsn", "body", "smtputf8", "requireTls", "message"]
 
 const decode = (u: unknown): Envelope => {
   if (!isObject(u)) return bad("(root)", "an object", u)
@@ -476,6 +482,8 @@ const decode = (u: unknown): Envelope => {
   const bodyValue = body === null ? undefined : oneOf("body", body, ["7BIT", "8BITMIME", "BINARYMIME"] as const)
   const smtputf8 = get("smtputf8")
   if (typeof smtputf8 !== "boolean") bad("smtputf8", "true or false", smtputf8)
+  const requireTls = get("requireTls")
+  if (typeof requireTls !== "boolean") bad("requireTls", "true or false", requireTls)
   const m = get("message")
   if (typeof m !== "string") bad("message", "a base64 string", m)
   const message = Base64.decode(m as string)
@@ -490,7 +498,8 @@ const decode = (u: unknown): Envelope => {
     timestamp: timestamp as number,
     dsn,
     body: bodyValue,
-    smtputf8: smtputf8 as boolean
+    smtputf8: smtputf8 as boolean,
+    requireTls: requireTls as boolean
   }
 }
 

@@ -799,6 +799,13 @@ const saslStep = (b: Builder, mechanism: Sasl.Mechanism, sasl: Sasl.ServerState,
       wait(b, { _tag: "Auth", mechanism, sasl }, { _tag: "Auth", facts: facts(b.state), mechanism, request: st.request })
       return
     case "Success":
+      if (st.final !== undefined && st.final.length > 0) {
+        // RFC 4954 §4: additional data with success goes in a last 334; the client answers with an empty line.
+        b.raw(`334 ${Base64.encode(st.final)}\r\n`)
+        b.phase({ _tag: "Auth", mechanism, sasl })
+        b.commandDeadline()
+        return
+      }
       b.phase({ _tag: "Command" })
       b.set({ auth: st.identity })
       b.event({ _tag: "AuthSucceeded", mechanism, authcid: st.identity.authcid })

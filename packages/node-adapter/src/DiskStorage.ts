@@ -1,0 +1,505 @@
+/**
+ * `DiskStorage`: the default `QueueStorage`, a directory of plain files that
+ * keeps the one promise — `write` resolves only once the message bytes, its
+ * record and both directory entries are fsynced, so a `250` survives
+ * `kill -9` and power loss (on a file system that honours fsync).
+ *
+ * ## Layout, version 1
+ *
+ * ```
+ * <dir>/layout.json          {"format":"mailroom-queue","v":1}
+ * <dir>/messages/<id>.eml    the raw message bytes, exactly as received
+ * <dir>/meta/<id>.json       the record: {"v":1,"envelope":{…},"meta":{…}}
+ *                            (QueueStorage.encodeRecord: the envelope's JSON
+ *                            form without the message, plus attempts, the
+ *                            next attempt time, per-recipient progress, the
+ *                            hold flag and the lease)
+ * <dir>/tmp/<id>.<pid>.<n>.{eml,json}   writes in progress
+ * <dir>/lock/<id>.lock       a short-lived lock around one metadata update
+ * <dir>/corrupt/<id>.<ms>.{eml,json}    quarantined files, for a human
+ * ```
+ *
+ * Other tools may read it: a message exists exactly when `meta/<id>.json`
+ * exists; its bytes are in `messages/<id>.eml`.
+ *
+ * ## How a write is made durable
+ *
+ * Write `tmp/…eml` and `tmp/…json`, fsync each; rename the body into
+ * `messages/` and fsync that directory; rename the record into `meta/` (the
+ * commit point) and fsync that directory; only then resolve. Directory
+ * fsyncs are group-committed: the fsyncs asked for while one runs are served
+ * together by the next one. Any failure removes whatever the write created
+ * and fails with `Full` (ENOSPC, EDQUOT) or `Io`. A metadata update takes
+ * the id's lock (an in-process queue, then `lock/<id>.lock` created with
+ * O_EXCL, so several processes can share the directory), reads the record,
+ * writes a new one to `tmp/`, fsyncs it, renames it over the old one and
+ * fsyncs `meta/`. Removal unlinks the record first, then the body.
+ *
+ * ## Recovery at open
+ *
+ * Leftovers in `tmp/` and `lock/` of processes that are gone are removed; a
+ * body without a record (a crash between the two renames: never
+ * acknowledged) is removed; a record that does not parse, or has no body, or
+ * whose body has the wrong size, is moved to `corrupt/` with its body and
+ * logged (`Effect.logWarning`) — never a crash loop.
+ *
+ * What it deliberately does not do: share a directory across hosts or PID
+ * namespaces (liveness of other writers is checked by pid), compress, or
+ * index (`list` reads every record; bodies are never read by `list`).
+ *
+ * @since 0.1.0
+ */
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import { Effect, Layer, Result } from "effect"
+import * as Envelope from "@mailroom/protocol/envelope/Envelope"
+import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
+
+/** Options of `make` and `layer`. */
+export interface Options {
+  /** The queue directory; created when missing. */
+  readonly directory: string
+  /** A lock file older than this is taken as left over by a crash (default 30 000 ms). */
+  readonly lockStaleMs?: number | undefined
+  /** How long an update waits for a busy lock before failing with `Io` (default 10 000 ms). */
+  readonly lockWaitMs?: number | undefined
+}
+
+const LAYOUT = { format: "mailroom-queue", v: 1 } as const
+
+// --- small file-system helpers ----------------------------------------------
+
+const codeOf = (e: unknown): string | undefined =>
+  typeof e === "object" && e !== null && typeof (e as { code?: unknown }).code === "string" ? (e as { code: string }).code : undefined
+
+const isMissing = (e: unknown) => codeOf(e) === "ENOENT"
+
+/** Maps a thrown value to a `StorageError`: ENOSPC/EDQUOT → `Full`, anything else → `Io`. */
+const toError = (operation: string, id: string | undefined, e: unknown): QueueStorage.StorageError => {
+  if (e instanceof QueueStorage.StorageError) return e
+  const code = codeOf(e)
+  const detail = e instanceof Error ? e.message : String(e)
+  return QueueStorage.error(code === "ENOSPC" || code === "EDQUOT" ? "Full" : "Io", operation, id, detail, e)
+}
+
+const ignoreMissing = (p: Promise<unknown>): Promise<void> =>
+  p.then(() => undefined, (e) => {
+    if (!isMissing(e)) throw e
+  })
+
+const unlinkQuietly = (file: string): Promise<void> => fs.unlink(file).then(() => undefined, () => undefined)
+
+/** Creates `file` (it must not exist), writes `data`, fsyncs and closes it. */
+const writeDurable = async (file: string, data: Uint8Array | string): Promise<void> => {
+  const fh = await fs.open(file, "wx", 0o600)
+  let failed = true
+  try {
+    await fh.writeFile(data)
+    await fh.sync()
+    failed = false
+  } finally {
+    // a close error after a successful sync still fails the write
+    if (failed) await fh.close().catch(() => undefined)
+    else await fh.close()
+  }
+}
+
+const fsyncDir = async (dir: string): Promise<void> => {
+  const fh = await fs.open(dir, "r")
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+/**
+ * Group commit of one directory's fsync: a caller that arrives while an
+ * fsync runs (which may have started before the caller's rename) waits for
+ * the next one, which serves every caller that arrived meanwhile.
+ */
+class DirSync {
+  readonly dir: string
+  private running = false
+  private waiting: Array<{ resolve: () => void; reject: (e: unknown) => void }> = []
+  constructor(dir: string) {
+    this.dir = dir
+  }
+  sync(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject })
+      if (!this.running) this.run()
+    })
+  }
+  private run(): void {
+    const batch = this.waiting
+    this.waiting = []
+    this.running = true
+    fsyncDir(this.dir).then(
+      () => batch.forEach((w) => w.resolve()),
+      (e) => batch.forEach((w) => w.reject(e))
+    ).finally(() => {
+      this.running = false
+      if (this.waiting.length > 0) this.run()
+    })
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+const pidAlive = (pid: number): boolean => {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false
+  if (pid === process.pid) return true
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return codeOf(e) === "EPERM"
+  }
+}
+
+const ID_FILE = /^([0-9A-Za-z_-]{1,128})\.(eml|json)$/
+const TMP_FILE = /^([0-9A-Za-z_-]{1,128})\.(\d+)\.[0-9a-z]+\.(eml|json)$/
+const DAY = 24 * 3600 * 1000
+
+let counter = 0
+
+/** A `Uint8Array` view of what `readFile` returned (a `Buffer`), without copying. */
+const bytes = (b: Uint8Array): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
+
+// --- the storage -----------------------------------------------------------------
+
+interface Warning {
+  readonly message: string
+}
+
+/**
+ * Opens (creating it when missing) and recovers the queue directory, and
+ * returns the storage. Fails with `Io` when the directory cannot be used and
+ * `Corrupt` when it holds a layout of another version.
+ */
+export const make = (options: Options): Effect.Effect<QueueStorage.Service, QueueStorage.StorageError> =>
+  Effect.gen(function*() {
+    const root = path.resolve(options.directory)
+    const dirs = {
+      messages: path.join(root, "messages"),
+      meta: path.join(root, "meta"),
+      tmp: path.join(root, "tmp"),
+      lock: path.join(root, "lock"),
+      corrupt: path.join(root, "corrupt")
+    }
+    const syncs = { messages: new DirSync(dirs.messages), meta: new DirSync(dirs.meta), corrupt: new DirSync(dirs.corrupt) }
+    const staleMs = options.lockStaleMs ?? 30_000
+    const waitMs = options.lockWaitMs ?? 10_000
+    const bodyPath = (id: string) => path.join(dirs.messages, `${id}.eml`)
+    const metaPath = (id: string) => path.join(dirs.meta, `${id}.json`)
+    const tmpPath = (id: string, ext: "eml" | "json") => path.join(dirs.tmp, `${id}.${process.pid}.${(counter++).toString(36)}.${ext}`)
+
+    const io = <A>(operation: string, id: string | undefined, f: () => Promise<A>) =>
+      Effect.uninterruptible(Effect.tryPromise({ try: f, catch: (e) => toError(operation, id, e) }))
+
+    const notFound = (operation: string, id: string) => QueueStorage.error("NotFound", operation, id, "no such message")
+
+    const decode = (operation: string, id: string, text: string, body?: Uint8Array): QueueStorage.Stored => {
+      let u: unknown
+      try {
+        u = JSON.parse(text)
+      } catch {
+        throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: not valid JSON`)
+      }
+      const r = QueueStorage.decodeRecord(u, body)
+      if (Result.isFailure(r)) throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: ${r.failure.detail}`)
+      if (r.success.meta.id !== id) throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: holds id ${r.success.meta.id}`)
+      return r.success
+    }
+
+    const readRecord = async (operation: string, id: string): Promise<string> => {
+      try {
+        return await fs.readFile(metaPath(id), "utf8")
+      } catch (e) {
+        throw isMissing(e) ? notFound(operation, id) : e
+      }
+    }
+
+    /** Moves the record and the body of `id` (whichever exist) to `corrupt/`. */
+    const quarantine = async (id: string): Promise<void> => {
+      const stamp = Date.now()
+      await ignoreMissing(fs.rename(metaPath(id), path.join(dirs.corrupt, `${id}.${stamp}.json`)))
+      await ignoreMissing(fs.rename(bodyPath(id), path.join(dirs.corrupt, `${id}.${stamp}.eml`)))
+      await Promise.all([syncs.corrupt.sync(), syncs.meta.sync(), syncs.messages.sync()])
+    }
+
+    // --- locks: in-process queue per id, then an O_EXCL lock file -------------
+
+    const queues = new Map<string, Promise<void>>()
+    const lockPath = (id: string) => path.join(dirs.lock, `${id}.lock`)
+
+    const acquireFile = async (operation: string, id: string): Promise<void> => {
+      const file = lockPath(id)
+      const deadline = Date.now() + waitMs
+      for (let pause = 1;; pause = Math.min(pause * 2, 50)) {
+        try {
+          const fh = await fs.open(file, "wx", 0o600)
+          // the pid helps others see a dead holder; an empty file (disk full) still locks
+          await fh.writeFile(String(process.pid)).catch(() => undefined)
+          await fh.close()
+          return
+        } catch (e) {
+          if (codeOf(e) !== "EEXIST") throw e
+        }
+        const [stat, owner] = await Promise.all([
+          fs.stat(file).catch(() => undefined),
+          fs.readFile(file, "utf8").catch(() => "")
+        ])
+        const pid = Number(owner)
+        if (stat !== undefined && (Date.now() - stat.mtimeMs > staleMs || (owner !== "" && !pidAlive(pid)))) {
+          await unlinkQuietly(file)
+          continue
+        }
+        if (Date.now() > deadline) throw QueueStorage.error("Io", operation, id, `lock ${file} is busy`)
+        await sleep(pause)
+      }
+    }
+
+    const withLock = async <A>(operation: string, id: string, f: () => Promise<A>): Promise<A> => {
+      const previous = queues.get(id) ?? Promise.resolve()
+      let done!: () => void
+      const mine = previous.then(() => new Promise<void>((resolve) => (done = resolve)))
+      queues.set(id, mine)
+      await previous
+      try {
+        await acquireFile(operation, id)
+        try {
+          return await f()
+        } finally {
+          await unlinkQuietly(lockPath(id))
+        }
+      } finally {
+        done()
+        if (queues.get(id) === mine) queues.delete(id)
+      }
+    }
+
+    // --- operations --------------------------------------------------------
+
+    const insert = (envelope: Envelope.Envelope, meta: QueueStorage.Meta) =>
+      io("write", envelope.id, async () => {
+        const id = envelope.id
+        const exists = async (file: string) => fs.access(file).then(() => true, (e) => (isMissing(e) ? false : Promise.reject(e)))
+        if ((await exists(metaPath(id))) || (await exists(bodyPath(id)))) {
+          throw QueueStorage.error("Conflict", "write", id, "a message with this id exists")
+        }
+        const tmpBody = tmpPath(id, "eml")
+        const tmpMeta = tmpPath(id, "json")
+        let bodyPlaced = false
+        let metaPlaced = false
+        try {
+          const results = await Promise.allSettled([
+            writeDurable(tmpBody, envelope.message),
+            writeDurable(tmpMeta, JSON.stringify(QueueStorage.encodeRecord(envelope, meta)))
+          ])
+          for (const r of results) if (r.status === "rejected") throw r.reason
+          await fs.rename(tmpBody, bodyPath(id))
+          bodyPlaced = true
+          await syncs.messages.sync()
+          await fs.rename(tmpMeta, metaPath(id))
+          metaPlaced = true
+          await syncs.meta.sync()
+        } catch (e) {
+          // not acknowledged: leave nothing behind, the record first
+          if (metaPlaced) await unlinkQuietly(metaPath(id))
+          if (bodyPlaced) await unlinkQuietly(bodyPath(id))
+          await Promise.all([unlinkQuietly(tmpBody), unlinkQuietly(tmpMeta)])
+          if (metaPlaced || bodyPlaced) await Promise.allSettled([syncs.meta.sync(), syncs.messages.sync()])
+          throw e
+        }
+      })
+
+    const read = (id: string) =>
+      io("read", id, async () => {
+        const text = await readRecord("read", id)
+        let body: Uint8Array
+        try {
+          body = bytes(await fs.readFile(bodyPath(id)))
+        } catch (e) {
+          // removed between the two reads, or a record without a body
+          if (!isMissing(e)) throw e
+          if (await fs.access(metaPath(id)).then(() => true, () => false)) {
+            throw QueueStorage.error("Corrupt", "read", id, `${bodyPath(id)} is missing`)
+          }
+          throw notFound("read", id)
+        }
+        return decode("read", id, text, body)
+      })
+
+    const meta = (id: string) => io("meta", id, async () => decode("meta", id, await readRecord("meta", id)).meta)
+
+    const list = () =>
+      Effect.flatMap(
+        io("list", undefined, async () => {
+          const names = await fs.readdir(dirs.meta)
+          const ids = names.flatMap((n) => {
+            const m = ID_FILE.exec(n)
+            return m !== null && m[2] === "json" ? [m[1]!] : []
+          })
+          const metas: Array<QueueStorage.Meta> = []
+          const warnings: Array<Warning> = []
+          for (let i = 0; i < ids.length; i += 64) {
+            await Promise.all(ids.slice(i, i + 64).map(async (id) => {
+              let text: string
+              try {
+                text = await fs.readFile(metaPath(id), "utf8")
+              } catch (e) {
+                if (isMissing(e)) return // removed meanwhile
+                throw e
+              }
+              try {
+                metas.push(decode("list", id, text).meta)
+              } catch (e) {
+                if (!(e instanceof QueueStorage.StorageError)) throw e
+                await quarantine(id)
+                warnings.push({ message: `${e.message}; moved to ${dirs.corrupt}` })
+              }
+            }))
+          }
+          metas.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+          return { metas, warnings }
+        }),
+        ({ metas, warnings }) => Effect.as(Effect.forEach(warnings, (w) => Effect.logWarning(w.message)), metas as ReadonlyArray<QueueStorage.Meta>)
+      )
+
+    const update = <A>(id: string, operation: string, f: (meta: QueueStorage.Meta) => QueueStorage.Update<A>) =>
+      io(operation, id, () =>
+        withLock(operation, id, async () => {
+          const stored = decode(operation, id, await readRecord(operation, id))
+          const r = f(stored.meta)
+          if (Result.isFailure(r)) throw r.failure
+          const [value, next] = r.success
+          if (next === undefined) return value
+          const tmp = tmpPath(id, "json")
+          try {
+            await writeDurable(tmp, JSON.stringify(QueueStorage.encodeRecord(stored.envelope, next)))
+            await fs.rename(tmp, metaPath(id))
+          } catch (e) {
+            await unlinkQuietly(tmp)
+            throw e
+          }
+          await syncs.meta.sync()
+          return value
+        }))
+
+    const remove = (id: string) =>
+      io("remove", id, () =>
+        withLock("remove", id, async () => {
+          try {
+            await fs.unlink(metaPath(id))
+          } catch (e) {
+            throw isMissing(e) ? notFound("remove", id) : e
+          }
+          await syncs.meta.sync()
+          await ignoreMissing(fs.unlink(bodyPath(id)))
+          await syncs.messages.sync()
+        }))
+
+    // --- open and recover ----------------------------------------------------
+
+    const recover = async (): Promise<Array<Warning>> => {
+      const warnings: Array<Warning> = []
+      await fs.mkdir(root, { recursive: true })
+      for (const d of Object.values(dirs)) await fs.mkdir(d, { recursive: true })
+      const layoutFile = path.join(root, "layout.json")
+      let layout: string | undefined
+      try {
+        layout = await fs.readFile(layoutFile, "utf8")
+      } catch (e) {
+        if (!isMissing(e)) throw e
+      }
+      if (layout === undefined) {
+        const tmp = path.join(dirs.tmp, `layout.${process.pid}.${(counter++).toString(36)}.json`)
+        await writeDurable(tmp, JSON.stringify(LAYOUT) + "\n")
+        await fs.rename(tmp, layoutFile)
+      } else {
+        let v: unknown
+        try {
+          v = JSON.parse(layout)
+        } catch {
+          v = undefined
+        }
+        if (typeof v !== "object" || v === null || (v as { v?: unknown }).v !== 1 || (v as { format?: unknown }).format !== LAYOUT.format) {
+          throw QueueStorage.error("Corrupt", "open", undefined, `${layoutFile}: not a version 1 mailroom queue (${layout.slice(0, 80)})`)
+        }
+      }
+      await fsyncDir(root)
+
+      // the order of these listings matters, see the orphan check below
+      const bodies = (await fs.readdir(dirs.messages)).flatMap((n) => {
+        const m = ID_FILE.exec(n)
+        return m !== null && m[2] === "eml" ? [m[1]!] : []
+      })
+      const records = new Set((await fs.readdir(dirs.meta)).flatMap((n) => {
+        const m = ID_FILE.exec(n)
+        return m !== null && m[2] === "json" ? [m[1]!] : []
+      }))
+      const writing = new Set<string>() // ids with a record in tmp/ of a live writer
+      const now = Date.now()
+      for (const name of await fs.readdir(dirs.tmp)) {
+        const file = path.join(dirs.tmp, name)
+        const m = TMP_FILE.exec(name) ?? /^layout\.(\d+)\.[0-9a-z]+\.json$/.exec(name)
+        const pid = m === null ? NaN : Number(m[m.length === 4 ? 2 : 1])
+        const stat = await fs.stat(file).catch(() => undefined)
+        if (stat === undefined) continue
+        if (m !== null && pidAlive(pid) && now - stat.mtimeMs < DAY) {
+          if (m.length === 4 && m[3] === "json") writing.add(m[1]!)
+          continue
+        }
+        await unlinkQuietly(file)
+      }
+      // (a lock still empty is one whose holder died between creating it and
+      // writing its pid, or, for an instant, one being taken right now)
+      for (const name of await fs.readdir(dirs.lock)) {
+        const file = path.join(dirs.lock, name)
+        const [stat, owner] = await Promise.all([fs.stat(file).catch(() => undefined), fs.readFile(file, "utf8").catch(() => "")])
+        if (stat !== undefined && (now - stat.mtimeMs > staleMs || !pidAlive(Number(owner)))) await unlinkQuietly(file)
+      }
+
+      // a body without a record was never acknowledged; a live writer's record
+      // is in tmp/ from before its body rename until its commit
+      let removedBodies = false
+      for (const id of bodies) {
+        if (records.has(id) || writing.has(id)) continue
+        if (await fs.access(metaPath(id)).then(() => true, () => false)) continue
+        await unlinkQuietly(bodyPath(id))
+        removedBodies = true
+      }
+      if (removedBodies) await syncs.messages.sync()
+
+      for (const id of records) {
+        const text = await fs.readFile(metaPath(id), "utf8").catch((e) => (isMissing(e) ? undefined : Promise.reject(e)))
+        if (text === undefined) continue
+        const size = await fs.stat(bodyPath(id)).then((s) => s.size, (e) => (isMissing(e) ? undefined : Promise.reject(e)))
+        let problem: string | undefined
+        try {
+          const stored = decode("open", id, text)
+          if (size === undefined) problem = `${bodyPath(id)} is missing`
+          else if (size !== stored.meta.size) problem = `${bodyPath(id)} has ${size} bytes, the record says ${stored.meta.size}`
+        } catch (e) {
+          if (!(e instanceof QueueStorage.StorageError)) throw e
+          problem = e.detail
+        }
+        if (problem !== undefined) {
+          await quarantine(id)
+          warnings.push({ message: `QueueStorage: ${problem}; moved message ${id} to ${dirs.corrupt}` })
+        }
+      }
+      return warnings
+    }
+
+    const warnings = yield* io("open", undefined, recover)
+    yield* Effect.forEach(warnings, (w) => Effect.logWarning(w.message))
+
+    return QueueStorage.make({ insert, read, meta, list, update, remove })
+  })
+
+/** A layer with the disk storage over `options.directory` (see `make`); each build opens and recovers it. */
+export const layer = (options: Options): Layer.Layer<QueueStorage.QueueStorage, QueueStorage.StorageError> =>
+  Layer.effect(QueueStorage.QueueStorage, make(options))

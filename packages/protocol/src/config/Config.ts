@@ -1,0 +1,884 @@
+/**
+ * The `mailroom` config file: its schema (Effect `Schema`), the decoded
+ * `Config` value with every default filled in, the embedded default, and
+ * errors that name the key, the value and what was expected:
+ *
+ * ```text
+ * smtp[0].max_message_size: expected a size such as "25MiB" or a number of bytes, got "lots"
+ * ```
+ *
+ * Keys are snake_case in the file and stay snake_case in the decoded value, so
+ * an error path is also the path into `Config`. Unknown keys are errors (a
+ * typo must not silently fall back to a default). Sizes decode to a number of
+ * bytes (`"10MB"` is 10,000,000, `"25MiB"` is 26,214,400); durations decode to
+ * an Effect `Duration` (numbers are seconds; strings such as `"30s"`, `"5m"`,
+ * `"1h30m"`, `"5d"`). Listen addresses decode to a `ListenAddress` union.
+ *
+ * What this module deliberately does not do: read files, look up the OS host
+ * name (`hostname` stays optional; the runtime fills it with `withHostname`),
+ * check that certificate or users files exist, or start anything. Both the
+ * Node and Deno entry points share it.
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
+import * as SchemaAST from "effect/SchemaAST"
+import * as SchemaIssue from "effect/SchemaIssue"
+import * as SchemaTransformation from "effect/SchemaTransformation"
+import * as YAML from "yaml"
+import * as ProxyProtocol from "../wire/ProxyProtocol.ts"
+
+// ---------------------------------------------------------------------------
+// Leaf values: one parser each, with the text an error shows as "expected".
+// ---------------------------------------------------------------------------
+
+/**
+ * A leaf schema: `from` checks the primitive type, `parse` the value. Every
+ * failure carries `expected`, which the error formatter prints.
+ */
+const leaf = <E, T>(from: Schema.Codec<E>, expected: string, parse: (e: E) => T | undefined) =>
+  from.annotate({ expected }).pipe(
+    Schema.decodeTo(
+      Schema.declare((_u): _u is T => true, { expected }),
+      SchemaTransformation.transformEffect<T, E>({
+        decode: (e, options) => {
+          const v = parse(e)
+          return v === undefined
+            ? Effect.fail(new SchemaIssue.InvalidValue({ expected }, e, options))
+            : Effect.succeed(v)
+        },
+        encode: (t) => Effect.succeed(t as unknown as E)
+      })
+    )
+  )
+
+const NumberOrString = Schema.Union([Schema.Number, Schema.String])
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/
+
+const oneOf = <const V extends string>(values: ReadonlyArray<V>) =>
+  leaf(
+    Schema.String,
+    `one of ${values.map((v) => JSON.stringify(v)).join(", ")}`,
+    (s) => (values as ReadonlyArray<string>).includes(s) ? s as V : undefined
+  )
+
+const Bool = leaf(Schema.Boolean, "true or false", (b) => b)
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  leaf(
+    Schema.Number,
+    max === Number.MAX_SAFE_INTEGER ? `a whole number of at least ${min}` : `a whole number from ${min} to ${max}`,
+    (n) => Number.isInteger(n) && n >= min && n <= max ? n : undefined
+  )
+
+const NonEmpty = leaf(Schema.String, "a non-empty string", (s) => s.length > 0 ? s : undefined)
+
+const FilePath = leaf(
+  Schema.String,
+  "a file or directory path",
+  (s) => s.length > 0 && !CONTROL.test(s) ? s : undefined
+)
+
+const Text = leaf(
+  Schema.String,
+  "a single line of text without control characters",
+  (s) => s.length <= 200 && !CONTROL.test(s) ? s : undefined
+)
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  m: 1e6,
+  mb: 1e6,
+  g: 1e9,
+  gb: 1e9,
+  t: 1e12,
+  tb: 1e12,
+  ki: 1024,
+  kib: 1024,
+  mi: 1024 ** 2,
+  mib: 1024 ** 2,
+  gi: 1024 ** 3,
+  gib: 1024 ** 3,
+  ti: 1024 ** 4,
+  tib: 1024 ** 4
+}
+
+/**
+ * Parses a size: a whole number of bytes, or a string such as `"10MB"`
+ * (decimal units, 10,000,000), `"25MiB"` (binary units, 26,214,400),
+ * `"512KiB"` or `"100"`. Units are case-insensitive. `undefined` when invalid
+ * or below one byte.
+ */
+export const parseSize = (u: number | string): number | undefined => {
+  if (typeof u === "number") return Number.isSafeInteger(u) && u >= 1 ? u : undefined
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(u)
+  if (m === null) return undefined
+  const unit = SIZE_UNITS[m[2]!.toLowerCase()]
+  if (unit === undefined) return undefined
+  const n = Math.round(Number(m[1]) * unit)
+  return Number.isSafeInteger(n) && n >= 1 ? n : undefined
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
+
+/**
+ * Parses a duration in milliseconds: a number of seconds, or a string of one
+ * or more `<number><unit>` parts with units `ms`, `s`, `m`, `h`, `d`, `w`
+ * (`"30s"`, `"5m"`, `"1h30m"`, `"5d"`); a bare number string is seconds.
+ */
+export const parseDurationMillis = (u: number | string): number | undefined => {
+  if (typeof u === "number") return Number.isFinite(u) && u >= 0 ? u * 1000 : undefined
+  const s = u.trim()
+  if (/^\d+(?:\.\d+)?$/.test(s)) return Number(s) * 1000
+  const part = /(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*/y
+  let total = 0
+  let at = 0
+  while (at < s.length) {
+    part.lastIndex = at
+    const m = part.exec(s)
+    if (m === null) return undefined
+    total += Number(m[1]) * DURATION_UNITS[m[2]!]!
+    at = part.lastIndex
+  }
+  return at === 0 || !Number.isFinite(total) ? undefined : total
+}
+
+const DURATION_EXPECTED = `a duration such as "30s", "5m", "4h" or "5d", or a number of seconds`
+
+const duration = (allowZero: boolean) =>
+  leaf(
+    NumberOrString,
+    allowZero ? DURATION_EXPECTED : `${DURATION_EXPECTED}, above zero`,
+    (u) => {
+      const ms = parseDurationMillis(u)
+      return ms === undefined || (!allowZero && ms === 0) ? undefined : Duration.millis(ms)
+    }
+  )
+const Dur = duration(false)
+const DurOrZero = duration(true)
+
+const Size = leaf(NumberOrString, `a size such as "25MiB" or a number of bytes`, parseSize)
+
+const LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+const DOMAIN = new RegExp(`^${LABEL}(?:\\.${LABEL})*\\.?$`)
+
+/** True when `s` is an ASCII host or domain name (LDH labels, at most 253 characters). */
+export const isDomainName = (s: string): boolean => s.length > 0 && s.length <= 254 && DOMAIN.test(s)
+
+const Domain = leaf(
+  Schema.String,
+  `a domain name such as "example.com"`,
+  (s) => isDomainName(s) ? s.toLowerCase() : undefined
+)
+const DomainPattern = leaf(
+  Schema.String,
+  `a domain name such as "mail.example.com" or "*.example.com"`,
+  (s) => isDomainName(s.startsWith("*.") ? s.slice(2) : s) ? s.toLowerCase() : undefined
+)
+
+/** A listening address: TCP (IP literal or host name, and port) or a UNIX socket path. */
+export type ListenAddress =
+  | { readonly _tag: "Tcp"; readonly host: string; readonly port: number; readonly text: string }
+  | { readonly _tag: "Unix"; readonly path: string; readonly text: string }
+
+const parsePort = (s: string): number | undefined => {
+  if (!/^\d{1,5}$/.test(s)) return undefined
+  const n = Number(s)
+  return n <= 65535 ? n : undefined
+}
+
+/**
+ * Parses `host:port`, `[v6]:port`, or (when `defaultPort` is given) a bare
+ * `host` or `[v6]`. IPv6 hosts come back without brackets, normalised.
+ */
+export const parseHostPort = (
+  s: string,
+  defaultPort?: number
+): { readonly host: string; readonly port: number } | undefined => {
+  let host: string
+  let portText: string | undefined
+  if (s.startsWith("[")) {
+    const close = s.indexOf("]")
+    if (close === -1) return undefined
+    const v6 = ProxyProtocol.normalizeAddress(s.slice(1, close))
+    if (v6 === undefined || !s.slice(1, close).includes(":")) return undefined
+    host = v6
+    const rest = s.slice(close + 1)
+    if (rest === "") portText = undefined
+    else if (rest.startsWith(":")) portText = rest.slice(1)
+    else return undefined
+  } else {
+    const colon = s.lastIndexOf(":")
+    if (colon !== -1 && s.indexOf(":") !== colon) return undefined // IPv6 without brackets
+    host = colon === -1 ? s : s.slice(0, colon)
+    portText = colon === -1 ? undefined : s.slice(colon + 1)
+    if (/^[\d.]+$/.test(host)) {
+      const v4 = ProxyProtocol.normalizeAddress(host)
+      if (v4 === undefined || v4 !== host) return undefined
+    } else if (!isDomainName(host)) return undefined
+  }
+  const port = portText === undefined ? defaultPort : parsePort(portText)
+  return port === undefined ? undefined : { host, port }
+}
+
+const formatHostPort = (host: string, port: number): string => host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`
+
+/** Parses one listen address: `"127.0.0.1:2525"`, `"[::1]:2525"`, `"unix:/run/mailroom/lmtp.sock"`. */
+export const parseListenAddress = (s: string): ListenAddress | undefined => {
+  if (s.startsWith("unix:")) {
+    const path = s.slice(5)
+    // sun_path holds 108 bytes on Linux (104 on BSD) including the NUL.
+    if (path.length === 0 || CONTROL.test(path) || new TextEncoder().encode(path).length > 103) return undefined
+    return { _tag: "Unix", path, text: s }
+  }
+  const hp = parseHostPort(s)
+  return hp === undefined ? undefined : { _tag: "Tcp", host: hp.host, port: hp.port, text: formatHostPort(hp.host, hp.port) }
+}
+
+const Listen = leaf(
+  Schema.String,
+  `an address such as "127.0.0.1:2525", "[::1]:2525" or "unix:/run/mailroom/lmtp.sock"`,
+  parseListenAddress
+)
+
+const hostPort = (defaultPort: number, example: string) =>
+  leaf(Schema.String, `an address such as "${example}"`, (s) => {
+    const hp = parseHostPort(s, defaultPort)
+    return hp === undefined ? undefined : { ...hp, text: formatHostPort(hp.host, hp.port) }
+  })
+
+const Host = leaf(
+  Schema.String,
+  `a host name or IP address such as "smtp.example.com"`,
+  (s) => {
+    const hp = parseHostPort(s.includes(":") && !s.startsWith("[") ? `[${s}]` : s, 0)
+    return hp === undefined ? undefined : hp.host
+  }
+)
+
+const Cidr = leaf(
+  Schema.String,
+  `an IP address or CIDR block such as "10.0.0.0/8" or "2001:db8::/32"`,
+  (s) => ProxyProtocol.isValidTrustEntry(s) ? s : undefined
+)
+
+const Regex = leaf(Schema.String, "a regular expression", (s) => {
+  try {
+    new RegExp(s)
+    return s
+  } catch {
+    return undefined
+  }
+})
+
+const url = (schemes: ReadonlyArray<string>) =>
+  leaf(
+    Schema.String,
+    `a URL starting with ${schemes.map((s) => `${s}://`).join(" or ")}`,
+    (s) => {
+      try {
+        return schemes.includes(new URL(s).protocol.slice(0, -1)) ? s : undefined
+      } catch {
+        return undefined
+      }
+    }
+  )
+
+/** The SASL mechanisms the SMTP edge can offer. */
+export const mechanisms = ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-256"] as const
+
+// ---------------------------------------------------------------------------
+// Structure
+// ---------------------------------------------------------------------------
+
+/**
+ * A default, written as it would be in the file. It is decoded once, lazily,
+ * and used as a decoded value, so that the key's own value is decoded in one
+ * pass (`withDecodingDefaultKey` would first check the whole subtree against
+ * its encoded form and hide value errors behind type errors elsewhere).
+ */
+const withDefault = <S extends Schema.Top & { readonly DecodingServices: never }>(encoded: S["Encoded"]) =>
+(self: S) => {
+  let cached: S["Type"] | undefined
+  return self.pipe(
+    Schema.withDecodingDefaultTypeKey(Effect.sync(() => (cached ??= Schema.decodeUnknownSync(self)(encoded))))
+  )
+}
+
+const oneOrMany = <S extends Schema.Top>(item: S) => Schema.ArrayEnsure(item)
+
+const Log = Schema.Struct({
+  format: oneOf(["logfmt", "json"]).pipe(withDefault("logfmt")),
+  level: oneOf(["debug", "info", "warning", "error"]).pipe(withDefault("info"))
+})
+
+const Sni = Schema.Struct({
+  names: Schema.Array(DomainPattern),
+  cert: FilePath,
+  key: FilePath
+})
+
+const Tls = Schema.Struct({
+  cert: FilePath,
+  key: FilePath,
+  sni: Schema.Array(Sni).pipe(withDefault([])),
+  min_version: oneOf(["TLSv1.2", "TLSv1.3"]).pipe(withDefault("TLSv1.2"))
+})
+
+const ProxyProtocolSettings = Schema.Struct({
+  trusted: Schema.Array(Cidr),
+  timeout: Dur.pipe(withDefault("5s"))
+})
+
+const SmtpAuth = Schema.Struct({
+  mechanisms: Schema.Array(oneOf(mechanisms)).pipe(withDefault(["PLAIN", "LOGIN"])),
+  users_file: FilePath,
+  allow_plaintext_without_tls: Bool.pipe(withDefault(false)),
+  max_failures_per_client: int(1).pipe(withDefault(10)),
+  failure_window: Dur.pipe(withDefault("10m"))
+})
+
+const Smtp = Schema.Struct({
+  listen: oneOrMany(Listen).pipe(withDefault(["127.0.0.1:2525"])),
+  mode: oneOf(["smtp", "lmtp"]).pipe(withDefault("smtp")),
+  banner: Text.pipe(withDefault("ESMTP Mailroom")),
+  tls: Schema.optionalKey(Tls),
+  implicit_tls: Bool.pipe(withDefault(false)),
+  proxy_protocol: Schema.optionalKey(ProxyProtocolSettings),
+  max_message_size: Size.pipe(withDefault("25MiB")),
+  max_recipients: int(1).pipe(withDefault(100)),
+  max_bad_commands: int(1).pipe(withDefault(20)),
+  max_connections: int(1).pipe(withDefault(1000)),
+  max_connections_per_client: int(1).pipe(withDefault(20)),
+  command_timeout: Dur.pipe(withDefault("5m")),
+  data_timeout: Dur.pipe(withDefault("3m")),
+  bare_newline: oneOf(["normalize", "reject"]).pipe(withDefault("normalize")),
+  auth: Schema.optionalKey(SmtpAuth),
+  require_auth: Bool.pipe(withDefault(false)),
+  require_tls: Bool.pipe(withDefault(false)),
+  local_domains: Schema.Array(Domain).pipe(withDefault([])),
+  shutdown_grace: DurOrZero.pipe(withDefault("30s"))
+})
+
+const Storage = Schema.Union([
+  Schema.Struct({ type: Schema.Literal("disk"), path: FilePath.pipe(withDefault("./var/queue")) }),
+  Schema.Struct({ type: Schema.Literal("memory") }),
+  Schema.Struct({ type: Schema.Literal("redis"), url: url(["redis", "rediss", "unix"]) })
+])
+
+const Retry = Schema.Struct({
+  intervals: Schema.Array(Dur).pipe(withDefault(["1m", "5m", "15m", "30m", "1h"])),
+  max_interval: Dur.pipe(withDefault("1h")),
+  max_age: Dur.pipe(withDefault("5d")),
+  delay_warning: Dur.pipe(withDefault("4h"))
+})
+
+const Policies = Schema.Struct({
+  add_date_header: Bool.pipe(withDefault(true)),
+  add_message_id_header: Bool.pipe(withDefault(true)),
+  add_received_header: Bool.pipe(withDefault(true)),
+  split: oneOf(["none", "recipient", "domain"]).pipe(withDefault("domain")),
+  max_hops: int(1).pipe(withDefault(50)),
+  forward: Schema.Array(Schema.Struct({ pattern: Regex, replace: Schema.String.annotate({ expected: "a string" }) })).pipe(
+    withDefault([])
+  ),
+  aliases_file: Schema.optionalKey(FilePath)
+})
+
+const Queue = Schema.Struct({
+  storage: Storage.pipe(withDefault({ type: "disk" })),
+  retry: Retry.pipe(withDefault({})),
+  policies: Policies.pipe(withDefault({}))
+})
+
+const clientTimeouts = {
+  connect_timeout: Dur.pipe(withDefault("30s")),
+  command_timeout: Dur.pipe(withDefault("5m")),
+  data_timeout: Dur.pipe(withDefault("10m"))
+}
+
+const Relay = Schema.Union([
+  Schema.Struct({
+    type: Schema.Literal("maildir"),
+    path: FilePath.pipe(withDefault("./var/mail")),
+    folders: oneOf(["per_recipient", "single"]).pipe(withDefault("per_recipient"))
+  }),
+  Schema.Struct({
+    type: Schema.Literal("mx"),
+    ehlo: Schema.optionalKey(Domain),
+    tls: oneOf(["opportunistic", "required", "none"]).pipe(withDefault("opportunistic")),
+    resolver: Schema.optionalKey(hostPort(53, "127.0.0.1:53")),
+    force_mx: Schema.optionalKey(Schema.Record(Schema.String, hostPort(25, "smtp.example.net:2525"))),
+    ...clientTimeouts,
+    idle_timeout: Dur.pipe(withDefault("10s")),
+    max_connections_per_host: int(1).pipe(withDefault(5))
+  }),
+  Schema.Struct({
+    type: Schema.Literal("static"),
+    host: Host,
+    port: int(1, 65535).pipe(withDefault(25)),
+    tls: oneOf(["opportunistic", "required", "implicit", "none"]).pipe(withDefault("opportunistic")),
+    auth: Schema.optionalKey(Schema.Struct({ username: NonEmpty, password: NonEmpty })),
+    ehlo: Schema.optionalKey(Domain),
+    ...clientTimeouts
+  }),
+  Schema.Struct({
+    type: Schema.Literal("lmtp"),
+    host: Schema.optionalKey(Host),
+    port: int(1, 65535).pipe(withDefault(24)),
+    path: Schema.optionalKey(FilePath),
+    ...clientTimeouts
+  }),
+  Schema.Struct({
+    type: Schema.Literal("pipe"),
+    command: Schema.Array(NonEmpty),
+    per_recipient: Bool.pipe(withDefault(true)),
+    timeout: Dur.pipe(withDefault("60s"))
+  }),
+  Schema.Struct({ type: Schema.Literal("http"), url: url(["http", "https"]), timeout: Dur.pipe(withDefault("60s")) }),
+  Schema.Struct({ type: Schema.Literal("blackhole") })
+])
+
+const Http = Schema.Struct({
+  listen: oneOrMany(Listen).pipe(withDefault(["127.0.0.1:8025"])),
+  tls: Schema.optionalKey(Tls),
+  max_message_size: Size.pipe(withDefault("25MiB")),
+  auth: Schema.optionalKey(Schema.Struct({ users_file: FilePath }))
+})
+
+/** The schema of the whole file; decode with `decode` or `parse` to get the cross-field checks too. */
+export const ConfigSchema = Schema.Struct({
+  hostname: Schema.optionalKey(Domain),
+  log: Log.pipe(withDefault({})),
+  smtp: Schema.Array(Smtp).pipe(withDefault([{}])),
+  queue: Queue.pipe(withDefault({})),
+  relay: Relay.pipe(withDefault({ type: "maildir" })),
+  http: Schema.optionalKey(Http)
+})
+
+/** A decoded config: defaults filled, sizes in bytes, durations as `Duration`. */
+export type Config = typeof ConfigSchema.Type
+/** One SMTP or LMTP listener. */
+export type SmtpListener = Config["smtp"][number]
+/** TLS settings of a listener. */
+export type TlsSettings = NonNullable<SmtpListener["tls"]>
+/** The queue's storage backend, tagged by `type`. */
+export type StorageSettings = Config["queue"]["storage"]
+/** The relay, tagged by `type`. */
+export type RelaySettings = Config["relay"]
+/** The optional HTTP edge. */
+export type HttpSettings = NonNullable<Config["http"]>
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/** One problem in a config: where (a key path such as `smtp[0].tls.cert`), what, and the source line when known. */
+export interface Problem {
+  readonly path: string
+  readonly message: string
+  readonly line?: number | undefined
+}
+
+/** A config that does not decode. `message` lists every problem, one per line. */
+export class ConfigError extends Data.TaggedError("ConfigError")<{
+  readonly problems: ReadonlyArray<Problem>
+  readonly message: string
+}> {}
+
+/** Formats one problem as `<key path>: <message>`. */
+export const formatProblem = (p: Problem): string => p.path === "" ? p.message : `${p.path}: ${p.message}`
+
+const configError = (problems: ReadonlyArray<Problem>): ConfigError =>
+  new ConfigError({ problems, message: problems.map(formatProblem).join("\n") })
+
+type Path = ReadonlyArray<PropertyKey>
+
+/** Renders a key path: `smtp[0].tls.cert`, `relay.force_mx["example.com"]`. */
+export const formatPath = (path: Path): string => {
+  let out = ""
+  for (const key of path) {
+    if (typeof key === "number") out += `[${key}]`
+    else if (typeof key === "string" && /^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) out += out === "" ? key : `.${key}`
+    else out += `[${JSON.stringify(String(key))}]`
+  }
+  return out
+}
+
+/** Shows a value the way the file would: strings quoted and escaped, long values cut. */
+export const formatValue = (u: unknown): string => {
+  if (u === undefined) return "nothing"
+  let s: string
+  try {
+    s = typeof u === "string" ? JSON.stringify(u) : typeof u === "bigint" ? String(u) : JSON.stringify(u) ?? String(u)
+  } catch {
+    s = String(u)
+  }
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s
+}
+
+const expectedOf = (ast: SchemaAST.AST): string => {
+  const expected = ast.annotations?.expected
+  if (typeof expected === "string") return expected
+  // The input is on the encoded side of a transformation: describe that side.
+  if (ast.encoding !== undefined) return expectedOf(SchemaAST.toEncoded(ast))
+  switch (ast._tag) {
+    case "Objects":
+      return ast.propertySignatures.length === 0 && ast.indexSignatures.length > 0 ? "a mapping" : "a mapping of settings"
+    case "Arrays":
+      return "a list"
+    case "String":
+      return "a string"
+    case "Number":
+      return "a number"
+    case "Boolean":
+      return "true or false"
+    case "Literal":
+      return JSON.stringify(ast.literal)
+    case "Union": {
+      const tags = unionTags(ast)
+      if (tags !== undefined) return `a mapping with a "type" key (one of ${tags.map((t) => JSON.stringify(t)).join(", ")})`
+      const members = ast.types.map(expectedOf)
+      // ArrayEnsure: [item, list of item]
+      if (ast.types.length === 2 && ast.types[1]!._tag === "Arrays") return `${members[0]}, or a list of them`
+      return members.join(" or ")
+    }
+    default:
+      return "a valid value"
+  }
+}
+
+/** The `type` literals of a union of structs tagged by `type`, if it is one. */
+const unionTags = (ast: SchemaAST.Union): ReadonlyArray<string> | undefined => {
+  const tags: Array<string> = []
+  for (const member of ast.types) {
+    if (member._tag !== "Objects") return undefined
+    const type = member.propertySignatures.find((ps) => ps.name === "type")?.type
+    if (type?._tag !== "Literal" || typeof type.literal !== "string") return undefined
+    tags.push(type.literal)
+  }
+  return tags
+}
+
+const editDistance = (a: string, b: string): number => {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!
+    row[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = tmp
+    }
+  }
+  return row[b.length]!
+}
+
+const unknownKey = (key: PropertyKey, ast: SchemaAST.AST): string => {
+  const known = ast._tag === "Objects" ? ast.propertySignatures.map((ps) => String(ps.name)) : []
+  const name = String(key)
+  const close = known
+    .map((k) => [k, editDistance(name.toLowerCase(), k)] as const)
+    .filter(([k, d]) => d <= Math.max(1, Math.floor(k.length / 3)))
+    .sort((a, b) => a[1] - b[1])[0]
+  const hint = close === undefined ? "" : ` (did you mean ${close[0]}?)`
+  return known.length === 0
+    ? "unknown key: no keys are allowed here"
+    : `unknown key${hint}; expected one of: ${known.join(", ")}`
+}
+
+type RawProblem = { readonly path: Path; readonly message: string }
+
+const expectedGot = (expected: string, issue: SchemaIssue.Issue): string =>
+  `expected ${expected}, got ${formatValue(SchemaIssue.hasInput(issue) ? issue.input : undefined)}`
+
+/** Flattens a Schema issue tree into problems with key paths. */
+const collect = (
+  issue: SchemaIssue.Issue,
+  path: Path,
+  parent: SchemaAST.AST | undefined,
+  out: Array<RawProblem>
+): void => {
+  switch (issue._tag) {
+    case "Pointer":
+      return collect(issue.issue, [...path, ...issue.path], parent, out)
+    case "Composite":
+      for (const child of issue.issues) collect(child, path, issue.ast, out)
+      return
+    case "Encoding":
+      return collect(issue.issue, path, parent, out)
+    case "Filter": {
+      const expected = issue.filter.annotations?.expected
+      if (typeof expected === "string") out.push({ path, message: expectedGot(expected, issue) })
+      else collect(issue.issue, path, parent, out)
+      return
+    }
+    case "AnyOf": {
+      if (issue.issues.length > 0) {
+        for (const child of issue.issues) collect(child, path, parent, out)
+        return
+      }
+      const input = SchemaIssue.hasInput(issue) ? issue.input : undefined
+      const tags = unionTags(issue.ast)
+      if (tags !== undefined && typeof input === "object" && input !== null && !Array.isArray(input)) {
+        const type = (input as Record<string, unknown>).type
+        out.push({
+          path: [...path, "type"],
+          message: `expected one of ${tags.map((t) => JSON.stringify(t)).join(", ")}, got ${formatValue(type)}`
+        })
+        return
+      }
+      out.push({ path, message: expectedGot(expectedOf(issue.ast), issue) })
+      return
+    }
+    case "InvalidType":
+      out.push({ path, message: expectedGot(expectedOf(issue.ast), issue) })
+      return
+    case "InvalidValue": {
+      const expected = issue.annotations?.expected
+      const message = issue.annotations?.message
+      out.push({
+        path,
+        message: typeof expected === "string"
+          ? expectedGot(expected, issue)
+          : typeof message === "string"
+          ? message
+          : expectedGot("a valid value", issue)
+      })
+      return
+    }
+    case "MissingKey": {
+      const key = path[path.length - 1]
+      const ps = parent?._tag === "Objects" ? parent.propertySignatures.find((p) => p.name === key) : undefined
+      out.push({ path, message: `expected ${ps === undefined ? "a value" : expectedOf(ps.type)}, got nothing (this key is required)` })
+      return
+    }
+    case "UnexpectedKey":
+      out.push({ path, message: unknownKey(path[path.length - 1] ?? "", issue.ast) })
+      return
+    case "Forbidden":
+    case "OneOf":
+      out.push({ path, message: expectedGot("a valid value", issue) })
+      return
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Cross-field checks (on the decoded value)
+// ---------------------------------------------------------------------------
+
+const isWildcard = (host: string): boolean => host === "0.0.0.0" || host === "::"
+
+const crossCheck = (config: Config): Array<RawProblem> => {
+  const out: Array<RawProblem> = []
+  const seen: Array<{ readonly address: ListenAddress; readonly path: Path }> = []
+  const checkListen = (listen: ReadonlyArray<ListenAddress>, base: Path) => {
+    listen.forEach((address, j) => {
+      const path = [...base, "listen", j]
+      const clash = seen.find(({ address: other }) =>
+        address._tag === "Unix"
+          ? other._tag === "Unix" && other.path === address.path
+          : other._tag === "Tcp" && address.port !== 0 && other.port === address.port &&
+            (other.host.toLowerCase() === address.host.toLowerCase() || isWildcard(other.host) || isWildcard(address.host))
+      )
+      if (clash !== undefined) {
+        out.push({
+          path,
+          message: `expected an address no other listener uses, got ${formatValue(address.text)} (also at ${
+            formatPath(clash.path)
+          })`
+        })
+      }
+      seen.push({ address, path })
+    })
+  }
+  config.smtp.forEach((l, i) => {
+    const at = (...keys: Array<PropertyKey>): Path => ["smtp", i, ...keys]
+    checkListen(l.listen, ["smtp", i])
+    if (l.listen.length === 0) out.push({ path: at("listen"), message: "expected at least one address, got []" })
+    if (l.implicit_tls && l.tls === undefined) {
+      out.push({ path: at("implicit_tls"), message: "expected a tls section (cert and key) when implicit_tls is true, got true" })
+    }
+    if (l.require_tls && l.tls === undefined) {
+      out.push({ path: at("require_tls"), message: "expected a tls section (cert and key) when require_tls is true, got true" })
+    }
+    if (l.require_auth && l.auth === undefined) {
+      out.push({ path: at("require_auth"), message: "expected an auth section when require_auth is true, got true" })
+    }
+    if (l.require_auth && l.auth !== undefined && l.tls === undefined && !l.auth.allow_plaintext_without_tls) {
+      out.push({
+        path: at("require_auth"),
+        message:
+          "expected a tls section or auth.allow_plaintext_without_tls: true (AUTH is only offered over TLS, so no client could send), got true"
+      })
+    }
+    if (l.auth !== undefined && l.auth.mechanisms.length === 0) {
+      out.push({ path: at("auth", "mechanisms"), message: "expected at least one mechanism, got []" })
+    }
+    if (l.proxy_protocol !== undefined && l.proxy_protocol.trusted.length === 0) {
+      out.push({ path: at("proxy_protocol", "trusted"), message: "expected at least one address or CIDR block, got []" })
+    }
+    l.tls?.sni.forEach((s, k) => {
+      if (s.names.length === 0) out.push({ path: at("tls", "sni", k, "names"), message: "expected at least one name, got []" })
+    })
+  })
+  if (config.http !== undefined) checkListen(config.http.listen, ["http"])
+  if (config.queue.retry.intervals.length === 0) {
+    out.push({ path: ["queue", "retry", "intervals"], message: "expected at least one duration, got []" })
+  }
+  const relay = config.relay
+  if (relay.type === "lmtp" && (relay.host === undefined) === (relay.path === undefined)) {
+    out.push({
+      path: ["relay", relay.host === undefined ? "host" : "path"],
+      message: relay.host === undefined
+        ? "expected either host (with port) or path (a UNIX socket), got nothing"
+        : "expected either host or path, not both, got both"
+    })
+  }
+  if (relay.type === "pipe" && relay.command.length === 0) {
+    out.push({ path: ["relay", "command"], message: `expected a program and its arguments such as ["/usr/bin/maildrop"], got []` })
+  }
+  if (relay.type === "mx" && relay.force_mx !== undefined) {
+    for (const domain of Object.keys(relay.force_mx)) {
+      if (!isDomainName(domain)) {
+        out.push({
+          path: ["relay", "force_mx", domain],
+          message: `expected a domain name such as "example.com" as the key, got ${formatValue(domain)}`
+        })
+      }
+    }
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------
+// Decoding and parsing
+// ---------------------------------------------------------------------------
+
+const decodeRaw = Schema.decodeUnknownResult(ConfigSchema)
+const PARSE_OPTIONS = { errors: "all", onExcessProperty: "error", reportInput: true } as const
+
+const toProblems = (raw: ReadonlyArray<RawProblem>, locate?: (path: Path) => number | undefined): Array<Problem> =>
+  raw.map((p) => {
+    const line = locate?.(p.path)
+    return line === undefined ? { path: formatPath(p.path), message: p.message } : { path: formatPath(p.path), message: p.message, line }
+  })
+
+const decodeWith = (u: unknown, locate?: (path: Path) => number | undefined): Result.Result<Config, ConfigError> => {
+  const decoded = decodeRaw(u === null || u === undefined ? {} : u, PARSE_OPTIONS)
+  if (Result.isFailure(decoded)) {
+    const raw: Array<RawProblem> = []
+    collect(decoded.failure.issue, [], undefined, raw)
+    return Result.fail(configError(toProblems(raw, locate)))
+  }
+  const raw = crossCheck(decoded.success)
+  return raw.length === 0 ? Result.succeed(decoded.success) : Result.fail(configError(toProblems(raw, locate)))
+}
+
+/**
+ * Decodes an already-parsed value (e.g. from `JSON.parse`) into a `Config`,
+ * filling defaults and running the cross-field checks. `null`/`undefined`
+ * decode as an empty file (the embedded default).
+ */
+export const decode = (u: unknown): Result.Result<Config, ConfigError> => decodeWith(u)
+
+/** Finds the line of the deepest YAML node along `path`. */
+const yamlLocator = (doc: YAML.Document.Parsed, lines: YAML.LineCounter) => (path: Path): number | undefined => {
+  let node: unknown = doc.contents
+  let offset: number | undefined = (node as { range?: [number, number, number] } | null)?.range?.[0]
+  for (const key of path) {
+    if (YAML.isMap(node)) {
+      const pair = node.items.find((p) => YAML.isScalar(p.key) && String(p.key.value) === String(key))
+      if (pair === undefined) break
+      const keyNode = pair.key as { range?: [number, number, number] }
+      offset = keyNode.range?.[0] ?? offset
+      node = pair.value
+    } else if (YAML.isSeq(node) && typeof key === "number") {
+      const item = node.items[key] as { range?: [number, number, number] } | undefined
+      if (item === undefined) break
+      offset = item.range?.[0] ?? offset
+      node = item
+    } else break
+  }
+  return offset === undefined ? undefined : lines.linePos(offset).line
+}
+
+/**
+ * Parses config text (YAML 1.2 core schema, merge keys `<<` allowed; or
+ * JSON) and decodes it. Syntax errors, duplicate keys and unknown YAML tags
+ * are problems too. Problems from YAML text carry the line they point at.
+ */
+export const parse = (text: string, format: "yaml" | "json"): Result.Result<Config, ConfigError> => {
+  if (format === "json") {
+    let value: unknown
+    try {
+      value = JSON.parse(text)
+    } catch (e) {
+      return Result.fail(configError([{ path: "", message: `JSON syntax error: ${(e as Error).message}` }]))
+    }
+    return decodeWith(value)
+  }
+  const lines = new YAML.LineCounter()
+  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false, merge: true, stringKeys: true, uniqueKeys: true })
+  const bad = [...doc.errors, ...doc.warnings]
+  if (bad.length > 0) {
+    return Result.fail(configError(bad.map((e) => {
+      const { line, col } = lines.linePos(e.pos[0])
+      return { path: "", message: `YAML error at line ${line}, column ${col}: ${e.message.split("\n")[0]}`, line }
+    })))
+  }
+  let value: unknown
+  try {
+    value = doc.toJS({ maxAliasCount: 100 })
+  } catch (e) {
+    return Result.fail(configError([{ path: "", message: `YAML error: ${(e as Error).message}` }]))
+  }
+  return decodeWith(value, yamlLocator(doc, lines))
+}
+
+/** The format a file name implies: `.yaml`/`.yml` → YAML, `.json` → JSON, otherwise `undefined`. */
+export const formatOf = (fileName: string): "yaml" | "json" | undefined => {
+  const lower = fileName.toLowerCase()
+  return lower.endsWith(".yaml") || lower.endsWith(".yml") ? "yaml" : lower.endsWith(".json") ? "json" : undefined
+}
+
+/** The config used when no file is given: SMTP on 127.0.0.1:2525, a disk queue under ./var, Maildir delivery into ./var/mail. */
+export const embeddedDefault: Config = (() => {
+  const r = decode({})
+  if (Result.isFailure(r)) throw new Error(`embedded default config is invalid: ${r.failure.message}`)
+  return r.success
+})()
+
+/** Fills `hostname` when the file left it out (the runtime passes the OS host name). */
+export const withHostname = (config: Config, hostname: string): Config =>
+  config.hostname === undefined ? { ...config, hostname } : config
+
+/** A one-line summary: listeners, queue storage, relay, HTTP edge. */
+export const summary = (config: Config): string => {
+  const listeners = config.smtp.map((l) =>
+    `${l.mode.toUpperCase()} ${l.listen.map((a) => a.text).join(",")}${l.implicit_tls ? " (TLS)" : l.tls ? " (STARTTLS)" : ""}${
+      l.require_auth ? " auth required" : ""
+    }`
+  )
+  const storage = config.queue.storage
+  const queue = storage.type === "disk" ? `disk ${storage.path}` : storage.type === "redis" ? "redis" : "memory"
+  const relay = config.relay
+  const relayText = relay.type === "maildir"
+    ? `maildir ${relay.path}`
+    : relay.type === "static"
+    ? `static ${formatHostPort(relay.host, relay.port)}`
+    : relay.type === "lmtp"
+    ? `lmtp ${relay.path ?? formatHostPort(relay.host ?? "", relay.port)}`
+    : relay.type === "http"
+    ? `http ${new URL(relay.url).host}`
+    : relay.type
+  const http = config.http === undefined ? "" : `; HTTP ${config.http.listen.map((a) => a.text).join(",")}`
+  return `${listeners.length === 0 ? "no SMTP listener" : listeners.join("; ")}; queue ${queue}; relay ${relayText}${http}`
+}
