@@ -37,7 +37,17 @@ export * as Headers from "./envelope/Headers.ts"
 export * as Decision from "./policy/Decision.ts"
 export * as Validators from "./policy/Validators.ts"
 
+export * as QueuePolicy from "./policy/QueuePolicy.ts"
+
 export * as Queue from "./queue/Queue.ts"
+export * as QueueStorage from "./queue/QueueStorage.ts"
+export * as DurableQueue from "./queue/DurableQueue.ts"
+export * as Bounce from "./queue/Bounce.ts"
+
+export * as Relay from "./relay/Relay.ts"
+
+export * as Config from "./config/Config.ts"
+export * as Log from "./observability/Log.ts"
 
 export * as Transport from "./edge/Transport.ts"
 export * as SmtpEdge from "./edge/SmtpEdge.ts"

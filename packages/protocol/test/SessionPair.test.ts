@@ -45,11 +45,14 @@ const observe = (p: SessionPair.Pair) => ({
  * Runs `body` once per chunking and checks every run observes exactly what
  * the whole-write run did; returns the whole-write pair for assertions.
  */
-const scenario = (options: Omit<SessionPair.Options, "chunking">, body: (p: SessionPair.Pair) => void): SessionPair.Pair => {
+const scenario = (
+  options: Omit<SessionPair.Options, "chunking"> | (() => Omit<SessionPair.Options, "chunking">),
+  body: (p: SessionPair.Pair) => void
+): SessionPair.Pair => {
   let first: SessionPair.Pair | undefined
   let expected: ReturnType<typeof observe> | undefined
   for (const [name, make] of chunkings) {
-    const p = SessionPair.make({ ...options, chunking: make() })
+    const p = SessionPair.make({ ...(typeof options === "function" ? options() : options), chunking: make() })
     body(p)
     const seen = observe(p)
     if (expected === undefined) {
@@ -81,7 +84,7 @@ describe("SMTP", () => {
       },
       {
         from: "client",
-        text: "MAIL FROM:<alice@example.org> SIZE=37\r\nRCPT TO:<bob@example.net>\r\nRCPT TO:<carol@example.net>\r\nDATA\r\n"
+        text: "MAIL FROM:<alice@example.org> SIZE=34\r\nRCPT TO:<bob@example.net>\r\nRCPT TO:<carol@example.net>\r\nDATA\r\n"
       },
       {
         from: "server",
@@ -108,7 +111,7 @@ describe("SMTP", () => {
     })
     const clientWrites = p.conversation().filter((e) => e.from === "client").map((e) => e.text)
     expect(clientWrites.slice(1)).toEqual([
-      "MAIL FROM:<alice@example.org> SIZE=37\r\n",
+      "MAIL FROM:<alice@example.org> SIZE=34\r\n",
       "RCPT TO:<bob@example.net>\r\n",
       "RCPT TO:<carol@example.net>\r\n",
       "DATA\r\n",
@@ -137,14 +140,16 @@ describe("SMTP", () => {
   })
 
   it("several messages on one connection, RSET after the refused one", () => {
-    const answer: SessionPair.Answer = (() => {
+    // A fresh answer per run: its queue-id counter is state.
+    const answer = (): SessionPair.Answer => {
       const base = SessionPair.defaultAnswer()
       return (q) =>
         q._tag === "Mail" && q.sender?.local === "spammer"
           ? { _tag: "Decision", decision: Decision.reject(Reply.make(550, "5.7.1", "go away")) }
           : base(q)
-    })()
-    const p = scenario({ server: server({ ask: { connect: false, ehlo: false, mail: true, rcpt: false, data: false } }), client: client(), answer }, (p) => {
+    }
+    const options = () => ({ server: server({ ask: { connect: false, ehlo: false, mail: true, rcpt: false, data: false } }), client: client(), answer: answer() })
+    const p = scenario(options, (p) => {
       p.send(message({ recipients: [{ address: "one@example.net" }] }))
       p.send(message({ sender: "spammer@example.org", recipients: [{ address: "two@example.net" }] }))
       p.send(message({ sender: "", recipients: [{ address: "three@example.net" }] }))
@@ -155,7 +160,7 @@ describe("SMTP", () => {
       [["two@example.net", "permanent", "550 5.7.1 go away"]],
       [["three@example.net", "delivered", "250 2.6.0 Ok: queued as Q2"]]
     ])
-    expect(p.text("client")).toContain("RSET\r\nMAIL FROM:<> SIZE=37\r\n")
+    expect(p.text("client")).toContain("RSET\r\nMAIL FROM:<> SIZE=34\r\n")
     expect(p.delivered.map((m) => m.sender)).toEqual([{ local: "alice", domain: "example.org" }, null])
     expect(p.transcript.filter((e) => e.from === "client" && Bytes.toLatin1(e.bytes).startsWith("EHLO"))).toHaveLength(1)
   })
@@ -308,7 +313,9 @@ describe("time", () => {
     })
     expect(p.now).toBe(300_000)
     expect(p.serverClosed).toBe("timeout")
-    expect(p.conversation().at(-1)).toEqual({ from: "server", text: "421 4.4.2 mx.test Error: timeout exceeded\r\n" })
+    const last = p.transcript.at(-1)
+    expect(last?.from).toBe("server")
+    expect(Bytes.toLatin1(last!.bytes)).toBe("421 4.4.2 mx.test Error: timeout exceeded\r\n")
     expect(p.failures).toEqual([{ reason: "stale", reply: Reply.timeout("mx.test") }])
     expect(p.clientClosed).toBe("stale")
   })
@@ -335,6 +342,100 @@ describe("time", () => {
     expect(outcomes(p.results[0])).toEqual([["bob@example.net", "transient", "450 4.2.0 later"]])
     expect(p.text("client").endsWith("RSET\r\n")).toBe(true)
     expect(ClientSession.isReady(p.client)).toBe(true)
+  })
+})
+
+describe("server behaviour seen from the client", () => {
+  it("recipients beyond the server's limit are transient 452 4.5.3", () => {
+    const p = scenario({ server: server({ maxRecipients: 2 }), client: client() }, (p) => {
+      p.send(message({ recipients: [{ address: "a@x.test" }, { address: "b@x.test" }, { address: "c@x.test" }] }))
+    })
+    expect(p.results[0]?.recipients.map((r) => [r.outcome, r.reply.code])).toEqual([["delivered", 250], ["delivered", 250], ["transient", 452]])
+    expect(p.delivered[0]?.recipients).toHaveLength(2)
+  })
+
+  it("a server shutting down finishes the message in flight, then the client sees 421 and closes", () => {
+    const p = scenario(
+      { server: server(), client: client(), answer: (q) => (q._tag === "Message" ? undefined : { _tag: "Decision", decision: Decision.accept }) },
+      (p) => {
+        p.send(message({ recipients: [{ address: "bob@example.net" }] }))
+        p.input("server", { _tag: "Shutdown" })
+        expect(p.serverClosed).toBeUndefined()
+        p.answer({ _tag: "Delivered", replies: [Reply.queuedAs("Z9")] })
+      }
+    )
+    expect(outcomes(p.results[0])).toEqual([["bob@example.net", "delivered", "250 2.6.0 Ok: queued as Z9"]])
+    expect(p.failures).toEqual([{ reason: "stale", reply: Reply.serviceNotAvailable("mx.test") }])
+    expect(p.serverClosed).toBe("shutdown")
+    expect(p.clientClosed).toBe("stale")
+  })
+
+  it("a queue failure answered with 421 makes the recipients transient and ends the session", () => {
+    const p = scenario(
+      { server: server(), client: client(), answer: (q) => (q._tag === "Message" ? { _tag: "Delivered", replies: [Reply.unhandledError] } : { _tag: "Decision", decision: Decision.accept }) },
+      (p) => {
+        p.send(message())
+      }
+    )
+    expect(outcomes(p.results[0])).toEqual([
+      ["bob@example.net", "transient", "421 4.3.0 Unhandled system error"],
+      ["carol@example.net", "transient", "421 4.3.0 Unhandled system error"]
+    ])
+    expect(p.results[0]?.dataSent).toBe(true)
+    expect(p.failures[0]?.reason).toBe("server-closed")
+  })
+
+  it("a connection refused with a 554 banner: the client QUITs, the server has already closed", () => {
+    const p = scenario(
+      {
+        server: server({ ask: { connect: true, ehlo: false, mail: false, rcpt: false, data: false } }),
+        client: client(),
+        answer: () => ({ _tag: "Decision", decision: Decision.reject(Reply.make(554, "5.7.1", "You are blocked")) })
+      },
+      (p) => {
+        p.send(message())
+      }
+    )
+    expect(p.failures).toEqual([{ reason: "rejected", reply: Reply.make(554, "5.7.1", "You are blocked") }])
+    expect(p.results[0]?.local).toBe(true)
+    expect(p.text("client")).toBe("QUIT\r\n")
+    expect(p.serverClosed).toBe("rejected")
+    expect(p.clientClosed).toBe("rejected")
+  })
+
+  it("a server that requires TLS refuses MAIL from a client configured without it (permanent 530)", () => {
+    const p = scenario({ server: server({ startTls: true, requireTls: true }), client: client({ tls: "none" }) }, (p) => {
+      p.send(message({ recipients: [{ address: "bob@example.net" }] }))
+    })
+    expect(outcomes(p.results[0])).toEqual([["bob@example.net", "permanent", "530 5.7.0 Must issue a STARTTLS command first"]])
+    expect(p.text("client").endsWith("RSET\r\n")).toBe(true)
+    expect(ClientSession.isReady(p.client)).toBe(true)
+  })
+
+  it("LMTP over STARTTLS with a recipient refused by policy: one final reply per accepted recipient", () => {
+    const answer: SessionPair.Answer = (q) =>
+      q._tag === "Rcpt" && q.recipient.local === "carol"
+        ? { _tag: "Decision", decision: Decision.reject(Reply.make(550, "5.1.1", "no carol")) }
+        : q._tag === "Message"
+        ? { _tag: "Delivered", replies: [Reply.make(250, "2.0.0", "bob"), Reply.make(250, "2.0.0", "dan")] }
+        : { _tag: "Decision", decision: Decision.accept }
+    const p = scenario(
+      {
+        server: server({ mode: "lmtp", startTls: true, ask: { connect: false, ehlo: false, mail: false, rcpt: true, data: false } }),
+        client: client({ mode: "lmtp", tls: "required" }),
+        answer
+      },
+      (p) => {
+        p.send(message({ recipients: [{ address: "bob@example.net" }, { address: "carol@example.net" }, { address: "dan@example.net" }] }))
+      }
+    )
+    expect(outcomes(p.results[0])).toEqual([
+      ["bob@example.net", "delivered", "250 2.0.0 bob"],
+      ["carol@example.net", "permanent", "550 5.1.1 no carol"],
+      ["dan@example.net", "delivered", "250 2.0.0 dan"]
+    ])
+    expect(p.results[0]?.tls).toEqual(SessionPair.tlsInfo)
+    expect(p.questions.find((q) => q._tag === "Message")?.facts.protocol).toBe("LMTPS")
   })
 })
 

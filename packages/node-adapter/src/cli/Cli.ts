@@ -18,7 +18,7 @@
  *
  * @since 0.1.0
  */
-import { parseArgs } from "node:util"
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util"
 import * as Result from "effect/Result"
 import * as Config from "@mailroom/protocol/config/Config"
 
@@ -51,12 +51,11 @@ export interface Command {
 
 class UsageError extends Error {}
 
-const parse = (
-  args: ReadonlyArray<string>,
-  options: NonNullable<Parameters<typeof parseArgs>[0]>["options"]
-) => {
+const HELP = { help: { type: "boolean", short: "h" } } as const
+
+const parse = <const O extends ParseArgsOptionsConfig>(args: ReadonlyArray<string>, options: O) => {
   try {
-    return parseArgs({ args: [...args], options: { ...options, help: { type: "boolean", short: "h" } }, allowPositionals: true, strict: true })
+    return parseArgs({ args: [...args], options: { ...options, ...HELP }, allowPositionals: true, strict: true })
   } catch (e) {
     throw new UsageError((e as Error).message.split(". ")[0]!)
   }

@@ -31,6 +31,7 @@ import * as SchemaIssue from "effect/SchemaIssue"
 import * as SchemaTransformation from "effect/SchemaTransformation"
 import * as YAML from "yaml"
 import * as ProxyProtocol from "../wire/ProxyProtocol.ts"
+import * as ConfigValue from "./ConfigValue.ts"
 
 // ---------------------------------------------------------------------------
 // Leaf values: one parser each, with the text an error shows as "expected".
@@ -57,7 +58,7 @@ const leaf = <E, T>(from: Schema.Codec<E>, expected: string, parse: (e: E) => T 
   )
 
 const NumberOrString = Schema.Union([Schema.Number, Schema.String])
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/
+const CONTROL = ConfigValue.CONTROL
 
 const oneOf = <const V extends string>(values: ReadonlyArray<V>) =>
   leaf(
@@ -89,67 +90,6 @@ const Text = leaf(
   (s) => s.length <= 200 && !CONTROL.test(s) ? s : undefined
 )
 
-const SIZE_UNITS: Record<string, number> = {
-  "": 1,
-  b: 1,
-  k: 1e3,
-  kb: 1e3,
-  m: 1e6,
-  mb: 1e6,
-  g: 1e9,
-  gb: 1e9,
-  t: 1e12,
-  tb: 1e12,
-  ki: 1024,
-  kib: 1024,
-  mi: 1024 ** 2,
-  mib: 1024 ** 2,
-  gi: 1024 ** 3,
-  gib: 1024 ** 3,
-  ti: 1024 ** 4,
-  tib: 1024 ** 4
-}
-
-/**
- * Parses a size: a whole number of bytes, or a string such as `"10MB"`
- * (decimal units, 10,000,000), `"25MiB"` (binary units, 26,214,400),
- * `"512KiB"` or `"100"`. Units are case-insensitive. `undefined` when invalid
- * or below one byte.
- */
-export const parseSize = (u: number | string): number | undefined => {
-  if (typeof u === "number") return Number.isSafeInteger(u) && u >= 1 ? u : undefined
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(u)
-  if (m === null) return undefined
-  const unit = SIZE_UNITS[m[2]!.toLowerCase()]
-  if (unit === undefined) return undefined
-  const n = Math.round(Number(m[1]) * unit)
-  return Number.isSafeInteger(n) && n >= 1 ? n : undefined
-}
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
-
-/**
- * Parses a duration in milliseconds: a number of seconds, or a string of one
- * or more `<number><unit>` parts with units `ms`, `s`, `m`, `h`, `d`, `w`
- * (`"30s"`, `"5m"`, `"1h30m"`, `"5d"`); a bare number string is seconds.
- */
-export const parseDurationMillis = (u: number | string): number | undefined => {
-  if (typeof u === "number") return Number.isFinite(u) && u >= 0 ? u * 1000 : undefined
-  const s = u.trim()
-  if (/^\d+(?:\.\d+)?$/.test(s)) return Number(s) * 1000
-  const part = /(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*/y
-  let total = 0
-  let at = 0
-  while (at < s.length) {
-    part.lastIndex = at
-    const m = part.exec(s)
-    if (m === null) return undefined
-    total += Number(m[1]) * DURATION_UNITS[m[2]!]!
-    at = part.lastIndex
-  }
-  return at === 0 || !Number.isFinite(total) ? undefined : total
-}
-
 const DURATION_EXPECTED = `a duration such as "30s", "5m", "4h" or "5d", or a number of seconds`
 
 const duration = (allowZero: boolean) =>
@@ -157,108 +97,46 @@ const duration = (allowZero: boolean) =>
     NumberOrString,
     allowZero ? DURATION_EXPECTED : `${DURATION_EXPECTED}, above zero`,
     (u) => {
-      const ms = parseDurationMillis(u)
+      const ms = ConfigValue.parseDurationMillis(u)
       return ms === undefined || (!allowZero && ms === 0) ? undefined : Duration.millis(ms)
     }
   )
 const Dur = duration(false)
 const DurOrZero = duration(true)
 
-const Size = leaf(NumberOrString, `a size such as "25MiB" or a number of bytes`, parseSize)
-
-const LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-const DOMAIN = new RegExp(`^${LABEL}(?:\\.${LABEL})*\\.?$`)
-
-/** True when `s` is an ASCII host or domain name (LDH labels, at most 253 characters). */
-export const isDomainName = (s: string): boolean => s.length > 0 && s.length <= 254 && DOMAIN.test(s)
+const Size = leaf(NumberOrString, `a size such as "25MiB" or a number of bytes`, ConfigValue.parseSize)
 
 const Domain = leaf(
   Schema.String,
   `a domain name such as "example.com"`,
-  (s) => isDomainName(s) ? s.toLowerCase() : undefined
+  (s) => ConfigValue.isDomainName(s) ? s.toLowerCase() : undefined
 )
 const DomainPattern = leaf(
   Schema.String,
   `a domain name such as "mail.example.com" or "*.example.com"`,
-  (s) => isDomainName(s.startsWith("*.") ? s.slice(2) : s) ? s.toLowerCase() : undefined
+  (s) => ConfigValue.isDomainName(s.startsWith("*.") ? s.slice(2) : s) ? s.toLowerCase() : undefined
 )
 
 /** A listening address: TCP (IP literal or host name, and port) or a UNIX socket path. */
-export type ListenAddress =
-  | { readonly _tag: "Tcp"; readonly host: string; readonly port: number; readonly text: string }
-  | { readonly _tag: "Unix"; readonly path: string; readonly text: string }
-
-const parsePort = (s: string): number | undefined => {
-  if (!/^\d{1,5}$/.test(s)) return undefined
-  const n = Number(s)
-  return n <= 65535 ? n : undefined
-}
-
-/**
- * Parses `host:port`, `[v6]:port`, or (when `defaultPort` is given) a bare
- * `host` or `[v6]`. IPv6 hosts come back without brackets, normalised.
- */
-export const parseHostPort = (
-  s: string,
-  defaultPort?: number
-): { readonly host: string; readonly port: number } | undefined => {
-  let host: string
-  let portText: string | undefined
-  if (s.startsWith("[")) {
-    const close = s.indexOf("]")
-    if (close === -1) return undefined
-    const v6 = ProxyProtocol.normalizeAddress(s.slice(1, close))
-    if (v6 === undefined || !s.slice(1, close).includes(":")) return undefined
-    host = v6
-    const rest = s.slice(close + 1)
-    if (rest === "") portText = undefined
-    else if (rest.startsWith(":")) portText = rest.slice(1)
-    else return undefined
-  } else {
-    const colon = s.lastIndexOf(":")
-    if (colon !== -1 && s.indexOf(":") !== colon) return undefined // IPv6 without brackets
-    host = colon === -1 ? s : s.slice(0, colon)
-    portText = colon === -1 ? undefined : s.slice(colon + 1)
-    if (/^[\d.]+$/.test(host)) {
-      const v4 = ProxyProtocol.normalizeAddress(host)
-      if (v4 === undefined || v4 !== host) return undefined
-    } else if (!isDomainName(host)) return undefined
-  }
-  const port = portText === undefined ? defaultPort : parsePort(portText)
-  return port === undefined ? undefined : { host, port }
-}
-
-const formatHostPort = (host: string, port: number): string => host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`
-
-/** Parses one listen address: `"127.0.0.1:2525"`, `"[::1]:2525"`, `"unix:/run/mailroom/lmtp.sock"`. */
-export const parseListenAddress = (s: string): ListenAddress | undefined => {
-  if (s.startsWith("unix:")) {
-    const path = s.slice(5)
-    // sun_path holds 108 bytes on Linux (104 on BSD) including the NUL.
-    if (path.length === 0 || CONTROL.test(path) || new TextEncoder().encode(path).length > 103) return undefined
-    return { _tag: "Unix", path, text: s }
-  }
-  const hp = parseHostPort(s)
-  return hp === undefined ? undefined : { _tag: "Tcp", host: hp.host, port: hp.port, text: formatHostPort(hp.host, hp.port) }
-}
+export type ListenAddress = ConfigValue.ListenAddress
 
 const Listen = leaf(
   Schema.String,
   `an address such as "127.0.0.1:2525", "[::1]:2525" or "unix:/run/mailroom/lmtp.sock"`,
-  parseListenAddress
+  ConfigValue.parseListenAddress
 )
 
 const hostPort = (defaultPort: number, example: string) =>
   leaf(Schema.String, `an address such as "${example}"`, (s) => {
-    const hp = parseHostPort(s, defaultPort)
-    return hp === undefined ? undefined : { ...hp, text: formatHostPort(hp.host, hp.port) }
+    const hp = ConfigValue.parseHostPort(s, defaultPort)
+    return hp === undefined ? undefined : { ...hp, text: ConfigValue.formatHostPort(hp.host, hp.port) }
   })
 
 const Host = leaf(
   Schema.String,
   `a host name or IP address such as "smtp.example.com"`,
   (s) => {
-    const hp = parseHostPort(s.includes(":") && !s.startsWith("[") ? `[${s}]` : s, 0)
+    const hp = ConfigValue.parseHostPort(s.includes(":") && !s.startsWith("[") ? `[${s}]` : s, 0)
     return hp === undefined ? undefined : hp.host
   }
 )
@@ -674,7 +552,18 @@ const collect = (
 // Cross-field checks (on the decoded value)
 // ---------------------------------------------------------------------------
 
-const isWildcard = (host: string): boolean => host === "0.0.0.0" || host === "::"
+const isIPv4 = (host: string): boolean => /^[\d.]+$/.test(host)
+
+/**
+ * True when two TCP listeners cannot both bind: same host, or a wildcard that
+ * covers the other (`::` is dual-stack on Node and covers IPv4 too;
+ * `0.0.0.0` covers IPv4 only). Port 0 (ephemeral) never clashes.
+ */
+const tcpClash = (a: { host: string; port: number }, b: { host: string; port: number }): boolean =>
+  a.port !== 0 && a.port === b.port && (
+    a.host.toLowerCase() === b.host.toLowerCase() || a.host === "::" || b.host === "::" ||
+    (a.host === "0.0.0.0" && isIPv4(b.host)) || (b.host === "0.0.0.0" && isIPv4(a.host))
+  )
 
 const crossCheck = (config: Config): Array<RawProblem> => {
   const out: Array<RawProblem> = []
@@ -685,8 +574,7 @@ const crossCheck = (config: Config): Array<RawProblem> => {
       const clash = seen.find(({ address: other }) =>
         address._tag === "Unix"
           ? other._tag === "Unix" && other.path === address.path
-          : other._tag === "Tcp" && address.port !== 0 && other.port === address.port &&
-            (other.host.toLowerCase() === address.host.toLowerCase() || isWildcard(other.host) || isWildcard(address.host))
+          : other._tag === "Tcp" && tcpClash(address, other)
       )
       if (clash !== undefined) {
         out.push({
@@ -747,7 +635,7 @@ const crossCheck = (config: Config): Array<RawProblem> => {
   }
   if (relay.type === "mx" && relay.force_mx !== undefined) {
     for (const domain of Object.keys(relay.force_mx)) {
-      if (!isDomainName(domain)) {
+      if (!ConfigValue.isDomainName(domain)) {
         out.push({
           path: ["relay", "force_mx", domain],
           message: `expected a domain name such as "example.com" as the key, got ${formatValue(domain)}`
@@ -873,9 +761,9 @@ export const summary = (config: Config): string => {
   const relayText = relay.type === "maildir"
     ? `maildir ${relay.path}`
     : relay.type === "static"
-    ? `static ${formatHostPort(relay.host, relay.port)}`
+    ? `static ${ConfigValue.formatHostPort(relay.host, relay.port)}`
     : relay.type === "lmtp"
-    ? `lmtp ${relay.path ?? formatHostPort(relay.host ?? "", relay.port)}`
+    ? `lmtp ${relay.path ?? ConfigValue.formatHostPort(relay.host ?? "", relay.port)}`
     : relay.type === "http"
     ? `http ${new URL(relay.url).host}`
     : relay.type
