@@ -6,6 +6,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import * as YAML from "yaml"
 import * as Config from "../src/config/Config.ts"
+import * as ConfigValue from "../src/config/ConfigValue.ts"
 
 const example = (name: string): string => readFileSync(new URL(`../../../examples/${name}`, import.meta.url), "utf8")
 
@@ -437,11 +438,11 @@ describe("Config: sizes and durations", () => {
     ["1TiB", 1024 ** 4],
     [" 3 kB ", 3000]
   ] as const)("size %j is %d bytes", (input, bytes) => {
-    expect(Config.parseSize(input)).toBe(bytes)
+    expect(ConfigValue.parseSize(input)).toBe(bytes)
   })
 
-  it.each([0, -1, 1.5, Number.NaN, Infinity, "", "MB", "-1MB", "1.2.3MB", "10 parsecs", "1e6", "0", "0.1B"])("size %j is invalid", (input) => {
-    expect(Config.parseSize(input)).toBeUndefined()
+  it.each([0, -1, 1.5, Number.NaN, Infinity, "", "MB", "-1MB", "1.2.3MB", "10 parsecs", "1e6", "0", "0.1B", "1constructor", "1toString"])("size %j is invalid", (input) => {
+    expect(ConfigValue.parseSize(input)).toBeUndefined()
   })
 
   it.each([
@@ -459,11 +460,11 @@ describe("Config: sizes and durations", () => {
     ["1.5h", 5_400_000],
     ["0s", 0]
   ] as const)("duration %j is %d ms", (input, millis) => {
-    expect(Config.parseDurationMillis(input)).toBe(millis)
+    expect(ConfigValue.parseDurationMillis(input)).toBe(millis)
   })
 
   it.each([-1, Number.NaN, Infinity, "", "s", "5 minutes", "5x", "m5", "1h-30m", "1e3s"])("duration %j is invalid", (input) => {
-    expect(Config.parseDurationMillis(input)).toBeUndefined()
+    expect(ConfigValue.parseDurationMillis(input)).toBeUndefined()
   })
 
   it("decodes sizes to bytes and durations to Duration in the config", () => {
@@ -475,23 +476,23 @@ describe("Config: sizes and durations", () => {
 
   it("any whole number of bytes and of seconds round-trips", () => {
     fc.assert(fc.property(fc.integer({ min: 1, max: 2 ** 40 }), (n) => {
-      expect(Config.parseSize(n)).toBe(n)
-      expect(Config.parseSize(String(n))).toBe(n)
-      expect(Config.parseSize(`${n}KiB`)).toBe(n * 1024)
+      expect(ConfigValue.parseSize(n)).toBe(n)
+      expect(ConfigValue.parseSize(String(n))).toBe(n)
+      expect(ConfigValue.parseSize(`${n}KiB`)).toBe(n * 1024)
     }))
     fc.assert(fc.property(fc.nat({ max: 10 ** 7 }), (n) => {
-      expect(Config.parseDurationMillis(n)).toBe(n * 1000)
-      expect(Config.parseDurationMillis(`${n}s`)).toBe(n * 1000)
-      expect(Config.parseDurationMillis(`${n}m`)).toBe(n * 60_000)
+      expect(ConfigValue.parseDurationMillis(n)).toBe(n * 1000)
+      expect(ConfigValue.parseDurationMillis(`${n}s`)).toBe(n * 1000)
+      expect(ConfigValue.parseDurationMillis(`${n}m`)).toBe(n * 60_000)
     }))
   })
 
   it("never throws on arbitrary text", () => {
     fc.assert(fc.property(fc.string(), (s) => {
-      Config.parseSize(s)
-      Config.parseDurationMillis(s)
-      Config.parseListenAddress(s)
-      Config.parseHostPort(s, 25)
+      ConfigValue.parseSize(s)
+      ConfigValue.parseDurationMillis(s)
+      ConfigValue.parseListenAddress(s)
+      ConfigValue.parseHostPort(s, 25)
     }))
   })
 })
@@ -505,13 +506,13 @@ describe("Config: listen addresses", () => {
     ["localhost:25", { _tag: "Tcp", host: "localhost", port: 25, text: "localhost:25" }],
     ["unix:/run/mailroom/lmtp.sock", { _tag: "Unix", path: "/run/mailroom/lmtp.sock", text: "unix:/run/mailroom/lmtp.sock" }]
   ] as const)("%s", (input, expected) => {
-    expect(Config.parseListenAddress(input)).toEqual(expected)
+    expect(ConfigValue.parseListenAddress(input)).toEqual(expected)
   })
 
   it.each(["127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "1.2.3:25", "01.2.3.4:25", "[::1]", "[::1]x25", "::1:25", "[1.2.3.4]:25", "host name:25", "unix:", `unix:/${"x".repeat(120)}`, "unix:/a\nb"])(
     "%j is refused",
     (input) => {
-      expect(Config.parseListenAddress(input)).toBeUndefined()
+      expect(ConfigValue.parseListenAddress(input)).toBeUndefined()
     }
   )
 })

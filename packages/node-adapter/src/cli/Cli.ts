@@ -21,6 +21,7 @@
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util"
 import * as Result from "effect/Result"
 import * as Config from "@mailroom/protocol/config/Config"
+import * as ConfigValue from "@mailroom/protocol/config/ConfigValue"
 
 /** What the commands may touch. */
 export interface Io {
@@ -89,7 +90,7 @@ const load = async (file: string, io: Io): Promise<Config.Config | undefined> =>
 const fillHostname = (config: Config.Config, io: Io): Config.Config => {
   if (config.hostname !== undefined) return config
   const name = io.hostname()
-  if (Config.isDomainName(name)) return Config.withHostname(config, name)
+  if (ConfigValue.isDomainName(name)) return Config.withHostname(config, name)
   io.stderr(`mailroom: the OS host name ${JSON.stringify(name)} is not a valid domain name; using "localhost" (set hostname in the config)\n`)
   return Config.withHostname(config, "localhost")
 }

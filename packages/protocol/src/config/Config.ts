@@ -21,16 +21,15 @@
  *
  * @since 0.1.0
  */
-import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
-import * as SchemaAST from "effect/SchemaAST"
 import * as SchemaIssue from "effect/SchemaIssue"
 import * as SchemaTransformation from "effect/SchemaTransformation"
 import * as YAML from "yaml"
 import * as ProxyProtocol from "../wire/ProxyProtocol.ts"
+import * as ConfigError from "./ConfigError.ts"
 import * as ConfigValue from "./ConfigValue.ts"
 
 // ---------------------------------------------------------------------------
@@ -354,199 +353,9 @@ export type RelaySettings = Config["relay"]
 /** The optional HTTP edge. */
 export type HttpSettings = NonNullable<Config["http"]>
 
-// ---------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------
-
-/** One problem in a config: where (a key path such as `smtp[0].tls.cert`), what, and the source line when known. */
-export interface Problem {
-  readonly path: string
-  readonly message: string
-  readonly line?: number | undefined
-}
-
-/** A config that does not decode. `message` lists every problem, one per line. */
-export class ConfigError extends Data.TaggedError("ConfigError")<{
-  readonly problems: ReadonlyArray<Problem>
-  readonly message: string
-}> {}
-
-/** Formats one problem as `<key path>: <message>`. */
-export const formatProblem = (p: Problem): string => p.path === "" ? p.message : `${p.path}: ${p.message}`
-
-const configError = (problems: ReadonlyArray<Problem>): ConfigError =>
-  new ConfigError({ problems, message: problems.map(formatProblem).join("\n") })
-
-type Path = ReadonlyArray<PropertyKey>
-
-/** Renders a key path: `smtp[0].tls.cert`, `relay.force_mx["example.com"]`. */
-export const formatPath = (path: Path): string => {
-  let out = ""
-  for (const key of path) {
-    if (typeof key === "number") out += `[${key}]`
-    else if (typeof key === "string" && /^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) out += out === "" ? key : `.${key}`
-    else out += `[${JSON.stringify(String(key))}]`
-  }
-  return out
-}
-
-/** Shows a value the way the file would: strings quoted and escaped, long values cut. */
-export const formatValue = (u: unknown): string => {
-  if (u === undefined) return "nothing"
-  let s: string
-  try {
-    s = typeof u === "string" ? JSON.stringify(u) : typeof u === "bigint" ? String(u) : JSON.stringify(u) ?? String(u)
-  } catch {
-    s = String(u)
-  }
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s
-}
-
-const expectedOf = (ast: SchemaAST.AST): string => {
-  const expected = ast.annotations?.expected
-  if (typeof expected === "string") return expected
-  // The input is on the encoded side of a transformation: describe that side.
-  if (ast.encoding !== undefined) return expectedOf(SchemaAST.toEncoded(ast))
-  switch (ast._tag) {
-    case "Objects":
-      return ast.propertySignatures.length === 0 && ast.indexSignatures.length > 0 ? "a mapping" : "a mapping of settings"
-    case "Arrays":
-      return "a list"
-    case "String":
-      return "a string"
-    case "Number":
-      return "a number"
-    case "Boolean":
-      return "true or false"
-    case "Literal":
-      return JSON.stringify(ast.literal)
-    case "Union": {
-      const tags = unionTags(ast)
-      if (tags !== undefined) return `a mapping with a "type" key (one of ${tags.map((t) => JSON.stringify(t)).join(", ")})`
-      const members = ast.types.map(expectedOf)
-      // ArrayEnsure: [item, list of item]
-      if (ast.types.length === 2 && ast.types[1]!._tag === "Arrays") return `${members[0]}, or a list of them`
-      return members.join(" or ")
-    }
-    default:
-      return "a valid value"
-  }
-}
-
-/** The `type` literals of a union of structs tagged by `type`, if it is one. */
-const unionTags = (ast: SchemaAST.Union): ReadonlyArray<string> | undefined => {
-  const tags: Array<string> = []
-  for (const member of ast.types) {
-    if (member._tag !== "Objects") return undefined
-    const type = member.propertySignatures.find((ps) => ps.name === "type")?.type
-    if (type?._tag !== "Literal" || typeof type.literal !== "string") return undefined
-    tags.push(type.literal)
-  }
-  return tags
-}
-
-const editDistance = (a: string, b: string): number => {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!
-    row[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j]!
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
-      prev = tmp
-    }
-  }
-  return row[b.length]!
-}
-
-const unknownKey = (key: PropertyKey, ast: SchemaAST.AST): string => {
-  const known = ast._tag === "Objects" ? ast.propertySignatures.map((ps) => String(ps.name)) : []
-  const name = String(key)
-  const close = known
-    .map((k) => [k, editDistance(name.toLowerCase(), k)] as const)
-    .filter(([k, d]) => d <= Math.max(1, Math.floor(k.length / 3)))
-    .sort((a, b) => a[1] - b[1])[0]
-  const hint = close === undefined ? "" : ` (did you mean ${close[0]}?)`
-  return known.length === 0
-    ? "unknown key: no keys are allowed here"
-    : `unknown key${hint}; expected one of: ${known.join(", ")}`
-}
-
-type RawProblem = { readonly path: Path; readonly message: string }
-
-const expectedGot = (expected: string, issue: SchemaIssue.Issue): string =>
-  `expected ${expected}, got ${formatValue(SchemaIssue.hasInput(issue) ? issue.input : undefined)}`
-
-/** Flattens a Schema issue tree into problems with key paths. */
-const collect = (
-  issue: SchemaIssue.Issue,
-  path: Path,
-  parent: SchemaAST.AST | undefined,
-  out: Array<RawProblem>
-): void => {
-  switch (issue._tag) {
-    case "Pointer":
-      return collect(issue.issue, [...path, ...issue.path], parent, out)
-    case "Composite":
-      for (const child of issue.issues) collect(child, path, issue.ast, out)
-      return
-    case "Encoding":
-      return collect(issue.issue, path, parent, out)
-    case "Filter": {
-      const expected = issue.filter.annotations?.expected
-      if (typeof expected === "string") out.push({ path, message: expectedGot(expected, issue) })
-      else collect(issue.issue, path, parent, out)
-      return
-    }
-    case "AnyOf": {
-      if (issue.issues.length > 0) {
-        for (const child of issue.issues) collect(child, path, parent, out)
-        return
-      }
-      const input = SchemaIssue.hasInput(issue) ? issue.input : undefined
-      const tags = unionTags(issue.ast)
-      if (tags !== undefined && typeof input === "object" && input !== null && !Array.isArray(input)) {
-        const type = (input as Record<string, unknown>).type
-        out.push({
-          path: [...path, "type"],
-          message: `expected one of ${tags.map((t) => JSON.stringify(t)).join(", ")}, got ${formatValue(type)}`
-        })
-        return
-      }
-      out.push({ path, message: expectedGot(expectedOf(issue.ast), issue) })
-      return
-    }
-    case "InvalidType":
-      out.push({ path, message: expectedGot(expectedOf(issue.ast), issue) })
-      return
-    case "InvalidValue": {
-      const expected = issue.annotations?.expected
-      const message = issue.annotations?.message
-      out.push({
-        path,
-        message: typeof expected === "string"
-          ? expectedGot(expected, issue)
-          : typeof message === "string"
-          ? message
-          : expectedGot("a valid value", issue)
-      })
-      return
-    }
-    case "MissingKey": {
-      const key = path[path.length - 1]
-      const ps = parent?._tag === "Objects" ? parent.propertySignatures.find((p) => p.name === key) : undefined
-      out.push({ path, message: `expected ${ps === undefined ? "a value" : expectedOf(ps.type)}, got nothing (this key is required)` })
-      return
-    }
-    case "UnexpectedKey":
-      out.push({ path, message: unknownKey(path[path.length - 1] ?? "", issue.ast) })
-      return
-    case "Forbidden":
-    case "OneOf":
-      out.push({ path, message: expectedGot("a valid value", issue) })
-      return
-  }
-}
+// The error type and its formatting live in ConfigError.ts; re-exported here so
+// that `Config` alone is enough to decode a file and print what is wrong with it.
+export { ConfigError, formatPath, formatProblem, formatValue, type Problem } from "./ConfigError.ts"
 
 // ---------------------------------------------------------------------------
 // Cross-field checks (on the decoded value)
@@ -565,10 +374,10 @@ const tcpClash = (a: { host: string; port: number }, b: { host: string; port: nu
     (a.host === "0.0.0.0" && isIPv4(b.host)) || (b.host === "0.0.0.0" && isIPv4(a.host))
   )
 
-const crossCheck = (config: Config): Array<RawProblem> => {
-  const out: Array<RawProblem> = []
-  const seen: Array<{ readonly address: ListenAddress; readonly path: Path }> = []
-  const checkListen = (listen: ReadonlyArray<ListenAddress>, base: Path) => {
+const crossCheck = (config: Config): Array<ConfigError.RawProblem> => {
+  const out: Array<ConfigError.RawProblem> = []
+  const seen: Array<{ readonly address: ListenAddress; readonly path: ConfigError.Path }> = []
+  const checkListen = (listen: ReadonlyArray<ListenAddress>, base: ConfigError.Path) => {
     listen.forEach((address, j) => {
       const path = [...base, "listen", j]
       const clash = seen.find(({ address: other }) =>
@@ -579,8 +388,8 @@ const crossCheck = (config: Config): Array<RawProblem> => {
       if (clash !== undefined) {
         out.push({
           path,
-          message: `expected an address no other listener uses, got ${formatValue(address.text)} (also at ${
-            formatPath(clash.path)
+          message: `expected an address no other listener uses, got ${ConfigError.formatValue(address.text)} (also at ${
+            ConfigError.formatPath(clash.path)
           })`
         })
       }
@@ -588,7 +397,7 @@ const crossCheck = (config: Config): Array<RawProblem> => {
     })
   }
   config.smtp.forEach((l, i) => {
-    const at = (...keys: Array<PropertyKey>): Path => ["smtp", i, ...keys]
+    const at = (...keys: Array<PropertyKey>): ConfigError.Path => ["smtp", i, ...keys]
     checkListen(l.listen, ["smtp", i])
     if (l.listen.length === 0) out.push({ path: at("listen"), message: "expected at least one address, got []" })
     if (l.implicit_tls && l.tls === undefined) {
@@ -638,7 +447,7 @@ const crossCheck = (config: Config): Array<RawProblem> => {
       if (!ConfigValue.isDomainName(domain)) {
         out.push({
           path: ["relay", "force_mx", domain],
-          message: `expected a domain name such as "example.com" as the key, got ${formatValue(domain)}`
+          message: `expected a domain name such as "example.com" as the key, got ${ConfigError.formatValue(domain)}`
         })
       }
     }
@@ -653,21 +462,22 @@ const crossCheck = (config: Config): Array<RawProblem> => {
 const decodeRaw = Schema.decodeUnknownResult(ConfigSchema)
 const PARSE_OPTIONS = { errors: "all", onExcessProperty: "error", reportInput: true } as const
 
-const toProblems = (raw: ReadonlyArray<RawProblem>, locate?: (path: Path) => number | undefined): Array<Problem> =>
+type Locate = (path: ConfigError.Path) => number | undefined
+
+const toProblems = (raw: ReadonlyArray<ConfigError.RawProblem>, locate?: Locate): Array<ConfigError.Problem> =>
   raw.map((p) => {
+    const path = ConfigError.formatPath(p.path)
     const line = locate?.(p.path)
-    return line === undefined ? { path: formatPath(p.path), message: p.message } : { path: formatPath(p.path), message: p.message, line }
+    return line === undefined ? { path, message: p.message } : { path, message: p.message, line }
   })
 
-const decodeWith = (u: unknown, locate?: (path: Path) => number | undefined): Result.Result<Config, ConfigError> => {
+const decodeWith = (u: unknown, locate?: Locate): Result.Result<Config, ConfigError.ConfigError> => {
   const decoded = decodeRaw(u === null || u === undefined ? {} : u, PARSE_OPTIONS)
   if (Result.isFailure(decoded)) {
-    const raw: Array<RawProblem> = []
-    collect(decoded.failure.issue, [], undefined, raw)
-    return Result.fail(configError(toProblems(raw, locate)))
+    return Result.fail(ConfigError.make(toProblems(ConfigError.fromIssue(decoded.failure.issue), locate)))
   }
   const raw = crossCheck(decoded.success)
-  return raw.length === 0 ? Result.succeed(decoded.success) : Result.fail(configError(toProblems(raw, locate)))
+  return raw.length === 0 ? Result.succeed(decoded.success) : Result.fail(ConfigError.make(toProblems(raw, locate)))
 }
 
 /**
@@ -675,10 +485,10 @@ const decodeWith = (u: unknown, locate?: (path: Path) => number | undefined): Re
  * filling defaults and running the cross-field checks. `null`/`undefined`
  * decode as an empty file (the embedded default).
  */
-export const decode = (u: unknown): Result.Result<Config, ConfigError> => decodeWith(u)
+export const decode = (u: unknown): Result.Result<Config, ConfigError.ConfigError> => decodeWith(u)
 
 /** Finds the line of the deepest YAML node along `path`. */
-const yamlLocator = (doc: YAML.Document.Parsed, lines: YAML.LineCounter) => (path: Path): number | undefined => {
+const yamlLocator = (doc: YAML.Document.Parsed, lines: YAML.LineCounter): Locate => (path) => {
   let node: unknown = doc.contents
   let offset: number | undefined = (node as { range?: [number, number, number] } | null)?.range?.[0]
   for (const key of path) {
@@ -703,13 +513,13 @@ const yamlLocator = (doc: YAML.Document.Parsed, lines: YAML.LineCounter) => (pat
  * JSON) and decodes it. Syntax errors, duplicate keys and unknown YAML tags
  * are problems too. Problems from YAML text carry the line they point at.
  */
-export const parse = (text: string, format: "yaml" | "json"): Result.Result<Config, ConfigError> => {
+export const parse = (text: string, format: "yaml" | "json"): Result.Result<Config, ConfigError.ConfigError> => {
   if (format === "json") {
     let value: unknown
     try {
       value = JSON.parse(text)
     } catch (e) {
-      return Result.fail(configError([{ path: "", message: `JSON syntax error: ${(e as Error).message}` }]))
+      return Result.fail(ConfigError.make([{ path: "", message: `JSON syntax error: ${(e as Error).message}` }]))
     }
     return decodeWith(value)
   }
@@ -717,7 +527,7 @@ export const parse = (text: string, format: "yaml" | "json"): Result.Result<Conf
   const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false, merge: true, stringKeys: true, uniqueKeys: true })
   const bad = [...doc.errors, ...doc.warnings]
   if (bad.length > 0) {
-    return Result.fail(configError(bad.map((e) => {
+    return Result.fail(ConfigError.make(bad.map((e) => {
       const { line, col } = lines.linePos(e.pos[0])
       return { path: "", message: `YAML error at line ${line}, column ${col}: ${e.message.split("\n")[0]}`, line }
     })))
@@ -726,7 +536,7 @@ export const parse = (text: string, format: "yaml" | "json"): Result.Result<Conf
   try {
     value = doc.toJS({ maxAliasCount: 100 })
   } catch (e) {
-    return Result.fail(configError([{ path: "", message: `YAML error: ${(e as Error).message}` }]))
+    return Result.fail(ConfigError.make([{ path: "", message: `YAML error: ${(e as Error).message}` }]))
   }
   return decodeWith(value, yamlLocator(doc, lines))
 }

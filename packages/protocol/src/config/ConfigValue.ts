@@ -50,8 +50,9 @@ export const parseSize = (u: number | string): number | undefined => {
   if (typeof u === "number") return Number.isSafeInteger(u) && u >= 1 ? u : undefined
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(u)
   if (m === null) return undefined
-  const unit = SIZE_UNITS[m[2]!.toLowerCase()]
-  if (unit === undefined) return undefined
+  const name = m[2]!.toLowerCase()
+  if (!Object.hasOwn(SIZE_UNITS, name)) return undefined
+  const unit = SIZE_UNITS[name]!
   const n = Math.round(Number(m[1]) * unit)
   return Number.isSafeInteger(n) && n >= 1 ? n : undefined
 }

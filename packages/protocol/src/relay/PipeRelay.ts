@@ -210,7 +210,7 @@ export const classify = (flavour: ExitCodes, result: ProcessSpawner.SpawnResult,
     }
     return Reply.make(450, "4.3.0", text)
   }
-  const strip = (s: string): string => (flavour === "maildrop" && s.startsWith("maildrop: ") ? s.slice(10).trim() : s)
+  const strip = (s: string): string => (flavour === "maildrop" ? s.replace(/^maildrop:\s*/, "") : s)
   const text = strip(out) || strip(err) || (flavour === "maildrop" ? "Delivery failed" : "LDA delivery failed")
   if (result.exitCode === EX_TEMPFAIL) return Reply.make(450, "4.3.0", text)
   return Reply.make(550, SYSEXITS[result.exitCode] ?? "5.3.0", text)

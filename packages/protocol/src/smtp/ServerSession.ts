@@ -79,6 +79,7 @@ export const config = (
   options: Partial<Config> & { readonly hostname: string; readonly random?: Config["random"] }
 ): Config => ({
   ...defaults,
+  ...(options.mode === "lmtp" ? { bannerText: "LMTP Mailroom" } : {}),
   random: (n) => {
     const out = new Uint8Array(n)
     globalThis.crypto.getRandomValues(out)
