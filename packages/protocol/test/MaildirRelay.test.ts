@@ -76,15 +76,17 @@ describe("MaildirRelay errors", () => {
 const recording = (failAt?: { readonly op: string; readonly error: PlatformError.PlatformError }) => {
   const ops: Array<string> = []
   const files = new Map<string, Uint8Array>()
-  const step = (op: string): Effect.Effect<void, PlatformError.PlatformError> => {
-    ops.push(op)
-    return failAt !== undefined && op.startsWith(failAt.op) ? Effect.fail(failAt.error) : Effect.void
-  }
+  // recorded when run, not when built
+  const step = (op: string): Effect.Effect<void, PlatformError.PlatformError> =>
+    Effect.suspend(() => {
+      ops.push(op)
+      return failAt !== undefined && op.startsWith(failAt.op) ? Effect.fail(failAt.error) : Effect.void
+    })
   const fs = FileSystem.makeNoop({
     makeDirectory: (p, o) => step(`mkdir ${p} ${o?.recursive ? "-p" : ""} ${o?.mode?.toString(8)}`),
     open: (p, o) =>
       Effect.map(step(`open ${p} ${o?.flag} ${o?.mode?.toString(8) ?? ""}`.trimEnd()), () => {
-        let data = new Uint8Array(0)
+        let data: Uint8Array = new Uint8Array(0)
         return {
           writeAll: (bytes: Uint8Array) =>
             Effect.map(step(`write ${p} ${bytes.length}`), () => {
@@ -128,14 +130,14 @@ describe("MaildirRelay over a recording FileSystem", () => {
     const result = await deliver({ root: "/var/mail", folders: "per_recipient", hostname: "mx/1" }, env, fs.layer)
     expect(result.recipients).toEqual([{ outcome: "delivered", reply: { code: 250, enhanced: "2.0.0", lines: ["Delivered to Maildir"] } }])
     const name = /^open \/var\/mail\/bob@y\/tmp\/(\S+) wx 600$/.exec(fs.ops[3]!)![1]!
-    expect(name).toMatch(/^1795325265\.M123000P[0-9a-f]+R[0-9a-f]{16}Q1\.mx\\0571,S=45$/)
+    expect(name).toMatch(/^1795325265\.M123000P[0-9a-f]+R[0-9a-f]{16}Q1\.mx\\0571,S=56$/)
     expect(fs.ops).toEqual([
       "mkdir /var/mail/bob@y/tmp -p 700",
       "mkdir /var/mail/bob@y/new -p 700",
       "mkdir /var/mail/bob@y/cur -p 700",
       `open /var/mail/bob@y/tmp/${name} wx 600`,
-      `write /var/mail/bob@y/tmp/${name} 36`,
-      `write /var/mail/bob@y/tmp/${name} 18`,
+      `write /var/mail/bob@y/tmp/${name} 39`,
+      `write /var/mail/bob@y/tmp/${name} 17`,
       `sync /var/mail/bob@y/tmp/${name}`,
       `link /var/mail/bob@y/tmp/${name} /var/mail/bob@y/new/${name}`,
       `remove /var/mail/bob@y/tmp/${name}`,
@@ -144,7 +146,6 @@ describe("MaildirRelay over a recording FileSystem", () => {
       "open /var/mail/bob@y/tmp r",
       "sync /var/mail/bob@y/tmp"
     ])
-    // 36 + 18 = 54 bytes, but S= counts what was written: fields (36) + LF body (18)... checked exactly:
     expect(Bytes.toLatin1(fs.files.get(`/var/mail/bob@y/new/${name}`)!)).toBe("Return-Path: <a@x>\nDelivered-To: Bob@Y\nSubject: s\n\nbody\n")
   })
 

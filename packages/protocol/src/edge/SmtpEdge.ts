@@ -24,6 +24,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as CredentialsService from "../auth/CredentialsService.ts"
 import type * as Sasl from "../auth/Sasl.ts"
@@ -352,7 +353,7 @@ export const make = <R = never>(
       shared.shuttingDown = true
       yield* Deferred.succeed(shutdownSignal, undefined)
       if (shared.active > 0) yield* Effect.timeoutOption(Deferred.await(idle), grace)
-      yield* Scope.close(listenerScope, Effect.void as unknown as never)
+      yield* Scope.close(listenerScope, Exit.void)
     })
 
     return {
