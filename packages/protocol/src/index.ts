@@ -25,6 +25,7 @@ export * as Params from "./smtp/Params.ts"
 export * as Command from "./smtp/Command.ts"
 export * as Extensions from "./smtp/Extensions.ts"
 export * as ServerSession from "./smtp/ServerSession.ts"
+export * as ClientSession from "./smtp/ClientSession.ts"
 
 export * as Base64 from "./auth/Base64.ts"
 export * as Sasl from "./auth/Sasl.ts"
@@ -45,6 +46,13 @@ export * as DurableQueue from "./queue/DurableQueue.ts"
 export * as Bounce from "./queue/Bounce.ts"
 
 export * as Relay from "./relay/Relay.ts"
+export * as MaildirRelay from "./relay/MaildirRelay.ts"
+export * as PipeRelay from "./relay/PipeRelay.ts"
+export * as HttpRelay from "./relay/HttpRelay.ts"
+export * as ProcessSpawner from "./process/ProcessSpawner.ts"
+
+export * as SessionPair from "./testing/SessionPair.ts"
+export * as Chunking from "./testing/Chunking.ts"
 
 export * as Config from "./config/Config.ts"
 export * as Log from "./observability/Log.ts"

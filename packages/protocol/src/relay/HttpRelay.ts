@@ -189,8 +189,8 @@ export const make = (options: Options): Relay.Relay["Service"] => {
     return Effect.tryPromise({
       try: async (signal) => {
         const response = await fetchFn(url, { method: "POST", headers, body, signal, redirect: "manual" })
-        // the body is not needed; read it (bounded by the time limit) so the connection can be reused
-        await response.arrayBuffer().catch(() => undefined)
+        // the body is not needed, and an endpoint could send a huge one: drop it unread
+        await response.body?.cancel().catch(() => undefined)
         return response
       },
       catch: (cause) => cause

@@ -217,8 +217,8 @@ export const make = (
         yield* Effect.andThen(written, linked).pipe(
           Effect.tapError(() => Effect.ignore(fs.remove(tmp, { force: true })))
         )
+        // the new/ entry is what must survive a crash; a tmp/ leftover is ordinary Maildir debris
         yield* syncDirectory(path.join(folder, "new"))
-        yield* syncDirectory(path.join(folder, "tmp"))
       })
 
     const attempt = (envelope: Envelope.Envelope): Effect.Effect<Relay.RelayResult> =>

@@ -1,0 +1,282 @@
+/**
+ * `mailroom serve` as a new user meets it: the real command, a config file,
+ * real clients (swaks, nodemailer) over loopback, and what arrives in the
+ * Maildir checked with mailparser. Then the crash test: the real process
+ * under load, killed with SIGKILL at random moments and restarted; every
+ * message that got a 250 must be delivered at least once.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as path from "node:path"
+import { simpleParser } from "mailparser"
+import nodemailer from "nodemailer"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { makeCa, type TestCa } from "../support/certs.ts"
+import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
+
+const root = new URL("../..", import.meta.url).pathname
+const node = path.join(root, "node_modules", ".bin", "node")
+const bin = path.join(root, "packages", "node-adapter", "bin", "mailroom.mjs")
+
+interface Server {
+  readonly child: ChildProcess
+  readonly log: () => string
+}
+
+const startServer = async (configFile: string, cwd: string, port: number): Promise<Server> => {
+  let log = ""
+  const child = spawn(node, [bin, "serve", "--config", configFile], { cwd, stdio: ["ignore", "pipe", "pipe"] })
+  child.stdout!.on("data", (d) => (log += d))
+  child.stderr!.on("data", (d) => (log += d))
+  await waitForPort("127.0.0.1", port, 15_000).catch((e) => {
+    throw new Error(`${e}\n${log}`)
+  })
+  return { child, log: () => log }
+}
+
+const stop = (s: Server, signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> =>
+  new Promise((resolve) => {
+    if (s.child.exitCode !== null || s.child.signalCode !== null) return resolve(s.child.exitCode)
+    s.child.once("exit", (code) => resolve(code))
+    s.child.kill(signal)
+  })
+
+const swaks = (args: ReadonlyArray<string>): Promise<string> =>
+  new Promise((resolve, reject) =>
+    execFile("swaks", [...args], { timeout: 20_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`swaks failed: ${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout + stderr)
+    )
+  )
+
+const maildirFiles = (dir: string): Array<string> => {
+  if (!fs.existsSync(dir)) return []
+  return fs.readdirSync(dir).flatMap((box) => {
+    const nd = path.join(dir, box, "new")
+    return fs.existsSync(nd) ? fs.readdirSync(nd).map((f) => path.join(nd, f)) : []
+  })
+}
+
+const waitFor = async <A>(what: string, f: () => A | undefined, timeoutMs = 15_000): Promise<A> => {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    const v = f()
+    if (v !== undefined) return v
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+describe("mailroom serve with a config file", () => {
+  let dir: string
+  let ca: TestCa
+  let server: Server
+  let mxPort: number
+  let subPort: number
+
+  beforeAll(async () => {
+    dir = tempDir("mailroom-serve-")
+    ca = makeCa()
+    const cert = ca.issue("mx.mailroom.test", ["DNS:mx.mailroom.test", "DNS:localhost", "IP:127.0.0.1"])
+    fs.writeFileSync(path.join(dir, "cert.pem"), cert.cert)
+    fs.writeFileSync(path.join(dir, "key.pem"), cert.key)
+    fs.writeFileSync(
+      path.join(dir, "users"),
+      "# test users\nalice:{PLAIN}wonderland\nbob:pbkdf2-sha256$4096$c2FsdHNhbHQ=$" +
+        Buffer.from(
+          await import("@noble/hashes/pbkdf2.js").then(async (m) =>
+            m.pbkdf2((await import("@noble/hashes/sha2.js")).sha256, "builder", Buffer.from("saltsalt"), { c: 4096, dkLen: 32 })
+          )
+        ).toString("base64") + "\n"
+    )
+    mxPort = await freePort()
+    subPort = await freePort()
+    fs.writeFileSync(
+      path.join(dir, "mailroom.yaml"),
+      `hostname: mx.mailroom.test
+smtp:
+  - listen: "127.0.0.1:${mxPort}"
+    tls: { cert: cert.pem, key: key.pem }
+    command_timeout: 10s
+  - listen: "127.0.0.1:${subPort}"
+    tls: { cert: cert.pem, key: key.pem }
+    auth: { users_file: users, mechanisms: [PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256] }
+    require_auth: true
+queue:
+  storage: { type: disk, path: var/queue }
+relay: { type: maildir, path: var/mail }
+`
+    )
+    server = await startServer("mailroom.yaml", dir, mxPort)
+    await waitForPort("127.0.0.1", subPort)
+  }, 60_000)
+
+  afterAll(async () => {
+    if (server) await stop(server)
+    ca?.dispose()
+    if (dir) removeDir(dir)
+  })
+
+  it("swaks, plain and STARTTLS: queued with a 250 and delivered to the Maildir", async () => {
+    const out = await swaks(["--server", `127.0.0.1:${mxPort}`, "--to", "carol@localhost", "--from", "dave@example.test", "--h-Subject", "plain swaks"])
+    expect(out).toMatch(/<-  250 2\.6\.0 Ok: queued as [0-9a-z]+/)
+    const tls = await swaks(["--server", `127.0.0.1:${mxPort}`, "-tls", "--to", "erin@localhost", "--from", "dave@example.test", "--h-Subject", "tls swaks"])
+    expect(tls).toMatch(/<-  220 2\.0\.0 Ready to start TLS/)
+    expect(tls).toMatch(/<~  250 2\.6\.0 Ok: queued as/)
+    const file = await waitFor("erin's mail", () => maildirFiles(path.join(dir, "var", "mail")).find((f) => f.includes("erin@localhost")))
+    const mail = await simpleParser(fs.readFileSync(file))
+    expect(mail.subject).toBe("tls swaks")
+    const received = String(mail.headers.get("received") ?? "")
+    expect(received).toMatch(/by mx\.mailroom\.test \(Mailroom\) with ESMTPS id/)
+    expect((mail.headers.get("delivered-to") as { text: string }).text).toBe("erin@localhost")
+  })
+
+  it("nodemailer: plain, STARTTLS with AUTH on the submission listener, several messages on one connection", async () => {
+    const plain = nodemailer.createTransport({ host: "127.0.0.1", port: mxPort, secure: false, ignoreTLS: true })
+    const r1 = await plain.sendMail({ from: "frank@example.test", to: "grace@localhost", subject: "nodemailer plain", text: "hi" })
+    expect(r1.response).toMatch(/^250 2\.6\.0 Ok: queued as/)
+    for (const method of ["PLAIN", "LOGIN", "CRAM-MD5"]) {
+      const sub = nodemailer.createTransport({
+        host: "127.0.0.1",
+        port: subPort,
+        secure: false,
+        requireTLS: true,
+        tls: { ca: [ca.cert], servername: "mx.mailroom.test" },
+        auth: method === "CRAM-MD5" ? { user: "alice", pass: "wonderland", method } : { user: "bob", pass: "builder", method },
+        authMethod: method
+      })
+      const r = await sub.sendMail({ from: "bob@example.test", to: `heidi-${method.toLowerCase()}@localhost`, subject: `auth ${method}`, text: "x" })
+      expect(r.response).toMatch(/^250 2\.6\.0 Ok: queued as/)
+      sub.close()
+    }
+    const pooled = nodemailer.createTransport({
+      pool: true,
+      maxConnections: 1,
+      host: "127.0.0.1",
+      port: subPort,
+      requireTLS: true,
+      tls: { ca: [ca.cert], servername: "mx.mailroom.test" },
+      auth: { user: "alice", pass: "wonderland" }
+    })
+    const sent = await Promise.all([1, 2, 3].map((n) => pooled.sendMail({ from: "alice@example.test", to: `ivan${n}@localhost`, subject: `pooled ${n}`, text: "x" })))
+    for (const r of sent) expect(r.response).toMatch(/^250 /)
+    pooled.close()
+    // one session carried all three (logged when it closes)
+    await waitFor("the pooled session's log line", () =>
+      server.log().split("\n").some((l) => l.includes("event=session") && l.includes("auth=alice") && l.includes("messages=3")) ? true : undefined)
+    await waitFor("pooled mail", () => (maildirFiles(path.join(dir, "var", "mail")).filter((f) => /ivan\d@localhost/.test(f)).length === 3 ? true : undefined))
+    const cram = maildirFiles(path.join(dir, "var", "mail")).find((f) => f.includes("heidi-cram-md5"))!
+    const mail = await simpleParser(fs.readFileSync(cram))
+    expect(String(mail.headers.get("received"))).toMatch(/with ESMTPSA id/)
+  })
+
+  it("the submission listener refuses unauthenticated MAIL", async () => {
+    const out = await swaks(["--server", `127.0.0.1:${subPort}`, "-tls", "--to", "x@localhost", "--from", "y@example.test", "--quit-after", "MAIL"]).catch((e: Error) => e.message)
+    expect(out).toMatch(/530 5\.7\.0 Authentication required/)
+  })
+
+  it("stops gracefully on SIGTERM and exits 0", async () => {
+    const code = await stop(server)
+    expect(code).toBe(0)
+    expect(server.log()).toMatch(/event="shutting down" signal=SIGTERM/)
+  })
+})
+
+// ---------------------------------------------------------------------------
+// The crash test
+// ---------------------------------------------------------------------------
+
+/** Sends one message per connection; resolves with the seq numbers that got a 250 after DATA. */
+const load = (port: number, first: number, stopAt: number, accepted: Set<number>): Promise<void> =>
+  new Promise((resolve) => {
+    let seq = first
+    let active = 0
+    const concurrency = 4
+    const launch = () => {
+      while (active < concurrency && Date.now() < stopAt) {
+        const n = seq++
+        active++
+        const sock = net.connect({ host: "127.0.0.1", port })
+        let buf = ""
+        let sentData = false
+        let sentBody = false
+        sock.setEncoding("latin1")
+        sock.on("data", (d: string) => {
+          buf += d
+          if (!sentData && /^220 .*\r\n/m.test(buf)) {
+            sentData = true
+            sock.write(`EHLO loader\r\nMAIL FROM:<load@example.test>\r\nRCPT TO:<sink@localhost>\r\nDATA\r\n`)
+          }
+          if (sentData && /^354 /m.test(buf) && !sentBody) {
+            sentBody = true
+            sock.write(`Subject: crash ${n}\r\nX-Seq: ${n}\r\n\r\nmessage ${n}\r\n.\r\nQUIT\r\n`)
+          }
+          if (/^250 2\.6\.0 /m.test(buf)) accepted.add(n)
+        })
+        const done = () => {
+          active--
+          launch()
+          if (active === 0 && Date.now() >= stopAt) resolve()
+        }
+        sock.on("error", () => {})
+        sock.on("close", done)
+        sock.setTimeout(3000, () => sock.destroy())
+      }
+      if (active === 0) resolve()
+    }
+    launch()
+  })
+
+describe("crash test: SIGKILL under load", () => {
+  it("delivers every message that got a 250, across 8 kill -9 cycles", async () => {
+    const dir = tempDir("mailroom-crash-")
+    const port = await freePort()
+    fs.writeFileSync(
+      path.join(dir, "mailroom.yaml"),
+      `hostname: crash.mailroom.test
+smtp: [{ listen: "127.0.0.1:${port}", max_connections_per_client: 100 }]
+queue: { storage: { type: disk, path: var/queue }, retry: { intervals: [1s] } }
+relay: { type: maildir, path: var/mail, folders: single }
+log: { level: warning }
+`
+    )
+    const accepted = new Set<number>()
+    let seq = 0
+    try {
+      for (let cycle = 0; cycle < 8; cycle++) {
+        const server = await startServer("mailroom.yaml", dir, port)
+        const runFor = 300 + Math.floor(Math.random() * 500)
+        const loading = load(port, seq, Date.now() + runFor + 200, accepted)
+        await new Promise((r) => setTimeout(r, runFor))
+        await stop(server, "SIGKILL")
+        await loading
+        seq += 100_000
+      }
+      // A last, clean run drains the queue.
+      const server = await startServer("mailroom.yaml", dir, port)
+      const mail = path.join(dir, "var", "mail", "new")
+      const delivered = () => {
+        const seen = new Set<number>()
+        for (const f of fs.existsSync(mail) ? fs.readdirSync(mail) : []) {
+          const m = /X-Seq: (\d+)/.exec(fs.readFileSync(path.join(mail, f), "latin1"))
+          if (m) seen.add(Number(m[1]))
+        }
+        return seen
+      }
+      await waitFor("every accepted message delivered", () => {
+        const seen = delivered()
+        return [...accepted].every((n) => seen.has(n)) ? true : undefined
+      }, 30_000).catch((e) => {
+        const seen = delivered()
+        const missing = [...accepted].filter((n) => !seen.has(n))
+        throw new Error(`${e}: ${missing.length} of ${accepted.size} accepted messages missing, e.g. ${missing.slice(0, 5).join(",")}\n${server.log()}`)
+      })
+      expect(accepted.size).toBeGreaterThan(20)
+      await stop(server)
+      const left = fs.readdirSync(path.join(dir, "var", "queue", "tmp"))
+      expect(left).toEqual([])
+    } finally {
+      removeDir(dir)
+    }
+  }, 120_000)
+})
