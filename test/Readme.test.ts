@@ -8,8 +8,8 @@ const root = new URL("..", import.meta.url).pathname
 describe("README", () => {
   it("opens with the two set-up commands", () => {
     const head = readFileSync(`${root}README.md`, "utf8").split("\n").slice(0, 25).join("\n")
-    expect(head).toMatch(/npm ci && npm start/)
-    expect(head).toMatch(/\.ci\/install-system\.sh && npm ci && npm test/)
+    expect(head).toMatch(/npm install && npm start/)
+    expect(head).toMatch(/\.ci\/install-system\.sh && npm install && npm test/)
   })
 
   it("shows the protocol example verbatim, and the example runs", async () => {

@@ -24,6 +24,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as CredentialsService from "../auth/CredentialsService.ts"
@@ -233,9 +234,20 @@ export const make = <R = never>(
           let next: Input | undefined
           for (const o of outputs) {
             switch (o._tag) {
-              case "Send":
-                yield* conn.write(o.bytes)
+              case "Send": {
+                // A client that stops reading its replies must not hold the connection
+                // forever: a write blocked by back-pressure for a command timeout ends it.
+                // (An unblocked write completes at once; no timer is armed then.)
+                const sent = yield* Effect.timeoutOption(conn.write(o.bytes), config.commandTimeoutMs)
+                if (Option.isNone(sent)) {
+                  yield* Effect.logInfo("session").pipe(
+                    Effect.annotateLogs({ edge: name, client, messages, close: "write-timeout" })
+                  )
+                  yield* conn.destroy
+                  return
+                }
                 break
+              }
               case "Ask": {
                 const now = yield* Clock.currentTimeMillis
                 next = yield* answer(o.question, client, now).pipe(
@@ -249,6 +261,14 @@ export const make = <R = never>(
                   )
                 )
                 if (o.question._tag === "Message") messages++
+                if (o.question._tag === "Connect") {
+                  // RFC 5321 §4.3.1: bytes that arrived while the connect policy ran were sent
+                  // before the banner; the session must see them before the answer.
+                  const early = yield* Effect.raceFirst(conn.read, Effect.succeed(null))
+                  if (early !== null) {
+                    state = ServerSession.step(state, { _tag: "Received", bytes: Bytes.concat(early) }, now).state
+                  }
+                }
                 break
               }
               case "StartTls":
