@@ -20,4 +20,9 @@ describe("README", () => {
     expect(mod.transcript).toMatch(/^220 mx\.example\.test ESMTP Mailroom\r\n250-mx\.example\.test\r\n/)
     expect(mod.transcript).toContain("250 2.6.0 Ok: queued as 0001\r\n221 2.0.0 Bye\r\n")
   })
+
+  it("shows the Node embedding example verbatim (it is typechecked with the repository)", () => {
+    const readme = readFileSync(`${root}README.md`, "utf8")
+    expect(readme).toContain(readFileSync(`${root}examples/embed-node.ts`, "utf8").trim())
+  })
 })
