@@ -182,6 +182,107 @@ relay: { type: maildir, path: var/mail }
   })
 })
 
+describe("mailroom serve: certificate reload and LMTP on a Unix socket", () => {
+  it("SIGHUP swaps the certificate for new handshakes and keeps live connections", async () => {
+    const dir = tempDir("mailroom-reload-")
+    const ca = makeCa()
+    const { connect } = await import("node:tls")
+    try {
+      const first = ca.issue("first.mailroom.test", ["DNS:first.mailroom.test", "IP:127.0.0.1"])
+      const second = ca.issue("second.mailroom.test", ["DNS:second.mailroom.test", "IP:127.0.0.1"])
+      fs.writeFileSync(path.join(dir, "cert.pem"), first.cert)
+      fs.writeFileSync(path.join(dir, "key.pem"), first.key)
+      const port = await freePort()
+      fs.writeFileSync(
+        path.join(dir, "mailroom.yaml"),
+        `smtp: [{ listen: "127.0.0.1:${port}", implicit_tls: true, tls: { cert: cert.pem, key: key.pem } }]
+queue: { storage: { type: memory } }
+relay: { type: blackhole }
+`
+      )
+      const server = await startServer("mailroom.yaml", dir, port)
+      const open = () =>
+        new Promise<{ cn: string; socket: import("node:tls").TLSSocket; banner: Promise<string> }>((resolve, reject) => {
+          const socket = connect({ host: "127.0.0.1", port, ca: [ca.cert], servername: "localhost", checkServerIdentity: () => undefined })
+          let text = ""
+          const banner = new Promise<string>((r) => socket.on("data", (d) => {
+            text += d
+            if (text.includes("\r\n")) r(text)
+          }))
+          socket.once("secureConnect", () => resolve({ cn: String(socket.getPeerCertificate().subject?.CN), socket, banner }))
+          socket.once("error", reject)
+        })
+      const before = await open()
+      expect(before.cn).toBe("first.mailroom.test")
+      expect(await before.banner).toMatch(/^220 /)
+      fs.writeFileSync(path.join(dir, "cert.pem"), second.cert)
+      fs.writeFileSync(path.join(dir, "key.pem"), second.key)
+      server.child.kill("SIGHUP")
+      await waitFor("the reload", () => (server.log().includes("certificates reloaded") ? true : undefined))
+      const after = await open()
+      expect(after.cn).toBe("second.mailroom.test")
+      // the connection opened before the reload still works
+      const reply = await new Promise<string>((resolve) => {
+        let text = ""
+        before.socket.on("data", (d) => {
+          text += d
+          if (/^250 /m.test(text)) resolve(text)
+        })
+        before.socket.write("NOOP\r\n")
+      })
+      expect(reply).toMatch(/250 2\.0\.0 Ok/)
+      before.socket.destroy()
+      after.socket.destroy()
+      expect(await stop(server)).toBe(0)
+    } finally {
+      ca.dispose()
+      removeDir(dir)
+    }
+  })
+
+  it("an LMTP listener on a Unix socket answers once per recipient (Python's smtplib.LMTP)", async () => {
+    const dir = tempDir("mailroom-lmtp-")
+    try {
+      const sock = path.join(dir, "lmtp.sock")
+      const port = await freePort()
+      fs.writeFileSync(
+        path.join(dir, "mailroom.yaml"),
+        `smtp:
+  - { listen: "127.0.0.1:${port}" }
+  - { listen: "unix:${sock}", mode: lmtp }
+queue: { storage: { type: disk, path: var/queue } }
+relay: { type: maildir, path: var/mail }
+`
+      )
+      const server = await startServer("mailroom.yaml", dir, port)
+      await waitFor("the socket", () => (fs.existsSync(sock) ? true : undefined))
+      const script = [
+        "import smtplib, sys",
+        `c = smtplib.LMTP(${JSON.stringify(sock)})`,
+        "c.ehlo_or_helo_if_needed()",
+        "c.mail('sender@example.test')",
+        "c.rcpt('one@localhost'); c.rcpt('two@localhost')",
+        "code, msg = c.docmd('DATA')",
+        "assert code == 354, (code, msg)",
+        "c.send(b'Subject: lmtp\\r\\n\\r\\nhi\\r\\n.\\r\\n')",
+        "print(c.getreply()); print(c.getreply())",
+        "c.quit()"
+      ].join("\n")
+      const out = await new Promise<string>((resolve, reject) =>
+        execFile("python3", ["-c", script], { timeout: 20_000 }, (err, stdout, stderr) => (err ? reject(new Error(stderr || err.message)) : resolve(stdout)))
+      )
+      const lines = out.trim().split("\n")
+      expect(lines).toHaveLength(2)
+      for (const l of lines) expect(l).toMatch(/^\(250, b'2\.6\.0 Ok: queued as /)
+      await waitFor("both deliveries", () =>
+        ["one@localhost", "two@localhost"].every((b) => fs.existsSync(path.join(dir, "var", "mail", b, "new")) && fs.readdirSync(path.join(dir, "var", "mail", b, "new")).length === 1) ? true : undefined)
+      expect(await stop(server)).toBe(0)
+    } finally {
+      removeDir(dir)
+    }
+  })
+})
+
 // ---------------------------------------------------------------------------
 // The crash test
 // ---------------------------------------------------------------------------
