@@ -383,8 +383,9 @@ export class NodeConnection implements Transport.Connection {
     this.dropInput()
     const s = this.sock
     if (s.destroyed) return Effect.void
-    // keep draining input so that unread bytes do not make the kernel send a reset
-    if (this.paused) s.resume()
+    // keep draining input so that unread bytes do not make the kernel send a reset,
+    // and so that the peer's FIN is seen: that is what lets the socket close before the linger ends
+    s.resume()
     s.end()
     if (s.writableFinished) {
       this.linger(s)
@@ -412,6 +413,9 @@ export class NodeConnection implements Transport.Connection {
     const timer = setTimeout(() => this.hardClose(), this.settings.lingerMs)
     timer.unref()
     s.once("close", () => clearTimeout(timer))
+    // both sides have said FIN: nothing is left to wait for
+    if (s.readableEnded) s.destroy()
+    else s.once("end", () => s.destroy())
   }
 
   /** STARTTLS on a live connection. */
