@@ -170,6 +170,31 @@ describe("nodemailer", () => {
       t.close()
     }))
 
+  it.live("DSN parameters and SMTPUTF8 (non-ASCII addresses) are recorded in the envelope", () =>
+    Effect.gen(function*() {
+      const e = yield* startEdge()
+      const t = nodemailer.createTransport({ host: "127.0.0.1", port: e.port, ignoreTLS: true })
+      const info = yield* Effect.promise(() =>
+        t.sendMail({
+          envelope: { from: "jörg@client.example", to: ["zoë@mx.test.example", "plain@mx.test.example"] },
+          raw: RAW,
+          dsn: { id: "env-42", return: "headers", notify: ["failure", "delay"], recipient: "jörg@client.example" }
+        })
+      )
+      const [env] = yield* Effect.promise(e.received)
+      expect(info.response).toBe(queuedAs(env!.id))
+      expect(env!.sender).toBe("jörg@client.example")
+      expect(env!.recipients).toEqual(["zoë@mx.test.example", "plain@mx.test.example"])
+      expect(env!.smtputf8).toBe(true)
+      expect(env!.client.protocol).toBe("UTF8SMTP")
+      expect(env!.dsn.ret).toBe("HDRS")
+      expect(env!.dsn.envid).toBe("env-42")
+      expect(env!.dsn.notify).toEqual([["FAILURE", "DELAY"], ["FAILURE", "DELAY"]])
+      expect(env!.dsn.orcpt[0]).toMatchObject({ addrType: "rfc822" })
+      expect(text(env!.message)).toBe(RAW)
+      t.close()
+    }))
+
   it.live("pool: several messages over one connection", () =>
     Effect.gen(function*() {
       const e = yield* startEdge()

@@ -99,10 +99,14 @@ const readProxyHeader = (sock: net.Socket, timeoutMs: number): Effect.Effect<Tra
         if (r._tag === "Done") return finish(Effect.succeed(r.header))
         if (r._tag === "Invalid") return finish(Effect.fail(`invalid PROXY header: ${r.reason}`))
         atLeast = r.atLeast
-        const chunk = sock.read(atLeast - buf.length) as Buffer | null
+        // Never more than `atLeast` (a lower bound of the header's length), but what is
+        // there now when that is less: a bad byte (a bare LF...) is seen at once instead
+        // of after the time limit.
+        const want = atLeast - buf.length
+        const available = sock.readableLength
+        const chunk = sock.read(available > 0 && available < want ? available : want) as Buffer | null
         if (chunk === null) return
         buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
-        if (buf.length < atLeast) return // the stream ended short; 'end' follows
       }
     }
     const onGone = () => finish(Effect.fail("connection closed before a complete PROXY header"))

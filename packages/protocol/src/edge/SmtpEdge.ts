@@ -130,6 +130,28 @@ export const make = <R = never>(
       return recent.length
     }
 
+    /**
+     * Remembers an AUTH failure. The table is bounded: past `maxTracked`
+     * clients, expired entries are swept, then the oldest are dropped (a
+     * flood of addresses can cost memory only up to the cap).
+     */
+    const maxTracked = 10_000
+    const recordAuthFailure = (client: string, now: number): void => {
+      const list = shared.authFailures.get(client) ?? []
+      list.push(now)
+      if (list.length > authLimit.max) list.splice(0, list.length - authLimit.max)
+      shared.authFailures.delete(client) // re-insert: Map order is then least recently failed first
+      shared.authFailures.set(client, list)
+      if (shared.authFailures.size <= maxTracked) return
+      for (const [c, l] of shared.authFailures) {
+        if (l.every((t) => now - t >= authLimit.windowMs)) shared.authFailures.delete(c)
+      }
+      for (const c of shared.authFailures.keys()) {
+        if (shared.authFailures.size <= maxTracked) break
+        shared.authFailures.delete(c)
+      }
+    }
+
     /** Answers one question of the session; never fails (a defect becomes a temporary refusal). */
     const answer = (question: Question, client: string, now: number): Effect.Effect<Input, never, R> => {
       const decision = (e: Effect.Effect<Decision.Decision, never, R> | undefined): Effect.Effect<Input, never, R> =>
@@ -215,11 +237,13 @@ export const make = <R = never>(
         return { _tag: "Delivered", replies } satisfies Input
       })
 
-    /** One connection, start to end. */
-    const session = (conn: Transport.Connection, client: string): Effect.Effect<void, Transport.TransportError, R> =>
-      Effect.gen(function*() {
+    /** One connection, start to end; the `close` hook runs however it ended. */
+    const session = (conn: Transport.Connection, client: string): Effect.Effect<void, Transport.TransportError, R> => {
+      let state: ServerSession.State | undefined
+      const closeHook = validators.close
+      const run = Effect.gen(function*() {
         const start = yield* Clock.currentTimeMillis
-        let state = ServerSession.initial(config, {
+        state = ServerSession.initial(config, {
           remote: conn.remote,
           local: conn.local,
           proxied: conn.proxied,
@@ -280,9 +304,7 @@ export const make = <R = never>(
               case "Event":
                 if (o.event._tag === "AuthFailed" && o.event.reply.code === 535) {
                   const now = yield* Clock.currentTimeMillis
-                  const list = shared.authFailures.get(client) ?? []
-                  list.push(now)
-                  shared.authFailures.set(client, list)
+                  recordAuthFailure(client, now)
                 }
                 if (o.event._tag === "CommandRejected" || o.event._tag === "AuthFailed") {
                   yield* Effect.logDebug(o.event._tag).pipe(
@@ -328,6 +350,12 @@ export const make = <R = never>(
           if (outputs.length === 0 && ServerSession.isClosed(state)) return
         }
       })
+      return closeHook === undefined ? run : run.pipe(
+        Effect.ensuring(Effect.suspend(() =>
+          state === undefined ? Effect.void : Effect.catchCause(closeHook(ServerSession.facts(state)), () => Effect.void)
+        ))
+      )
+    }
 
     const handler = (conn: Transport.Connection): Effect.Effect<void> => {
       const client = clientAddress(conn)
