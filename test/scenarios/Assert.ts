@@ -60,7 +60,7 @@ export const isEqual = (a: unknown, b: unknown): boolean => {
   }
   if (a instanceof Date && b instanceof Date) return a.getTime() === b.getTime()
   if (a instanceof Map || b instanceof Map || a instanceof Set || b instanceof Set) {
-    return isEqual([...(a as Iterable<unknown>)], [...(b as Iterable<unknown>)])
+    return isEqual([...(a as unknown as Iterable<unknown>)], [...(b as unknown as Iterable<unknown>)])
   }
   const keys = new Set([...Object.keys(a), ...Object.keys(b)])
   for (const k of keys) if (!isEqual(a[k], b[k])) return false

@@ -177,7 +177,7 @@ const addressBytes = (r: Dns.A | Dns.Aaaa): Uint8Array =>
 /** The address records of `name` in the client's family. */
 const addresses = (ctx: Ctx, name: string): Effect.Effect<Answer<Uint8Array>> =>
   Effect.map(
-    ctx.ip.family === 4 ? query(ctx, name, "A") : query(ctx, name, "AAAA"),
+    ctx.ip.family === 4 ? query(ctx, name, "A") : (query(ctx, name, "AAAA") as Effect.Effect<Answer<Dns.A | Dns.Aaaa>>),
     (a): Answer<Uint8Array> => (a._tag === "Records" ? { _tag: "Records", records: a.records.map(addressBytes) } : a)
   )
 
@@ -499,3 +499,194 @@ export const check = (input: CheckInput, options: CheckOptions = {}): Effect.Eff
       ? limited.value
       : { result: "temperror", identity, domain, problem: "time limit exceeded" } satisfies Outcome
   })
+
+// ---------------------------------------------------------------------------
+// Received-SPF (RFC 7208 §9.1)
+// ---------------------------------------------------------------------------
+
+/** The usual human-readable sentence for a result (pyspf's wording), used in comments and replies. */
+export const describe = (outcome: Outcome, input: CheckInput): string => {
+  const ip = Ip.parse(input.ip)
+  const client = ip ? Ip.format(ip) : input.ip
+  const who = outcome.identity === "helo" ? `${input.helo}` : `${input.sender}`
+  switch (outcome.result) {
+    case "pass":
+      return `domain of ${who} designates ${client} as permitted sender`
+    case "fail":
+      return `domain of ${who} does not designate ${client} as permitted sender`
+    case "softfail":
+      return `domain of transitioning ${who} does not designate ${client} as permitted sender`
+    case "neutral":
+      return `${client} is neither permitted nor denied by domain of ${who}`
+    case "none":
+      return `domain of ${who} does not designate permitted sender hosts`
+    case "permerror":
+      return `permanent error in processing domain of ${who}: ${outcome.problem ?? "invalid record"}`
+    case "temperror":
+      return `temporary error in processing during lookup of ${who}: ${outcome.problem ?? "DNS error"}`
+  }
+}
+
+const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/
+
+const kvValue = (v: string): string => {
+  const clean = v.replace(/[\u0000-\u001f\u007f]/g, " ").slice(0, 255)
+  return DOT_ATOM.test(clean) ? clean : `"${clean.replace(/[\\"]/g, (c) => "\\" + c)}"`
+}
+
+/**
+ * The value of a `Received-SPF` field: the result, a comment with the
+ * receiver and the sentence of `describe`, then `client-ip`,
+ * `envelope-from`, `helo`, `receiver`, `identity`, and `mechanism` or
+ * `problem` when known. Every value comes from the network and is quoted
+ * and stripped of control characters.
+ *
+ * @example
+ * // pass (mx.example.com: domain of a@example.org designates 192.0.2.1 as permitted sender)
+ * //  client-ip=192.0.2.1; envelope-from="a@example.org"; helo=mail.example.org;
+ * //  receiver=mx.example.com; identity=mailfrom; mechanism="ip4:192.0.2.0/24"
+ */
+export const receivedSpf = (outcome: Outcome, input: CheckInput): string => {
+  const receiver = input.receiver ?? "unknown"
+  const ip = Ip.parse(input.ip)
+  const pairs: Array<string> = [
+    `client-ip=${kvValue(ip ? Ip.format(ip) : input.ip)}`,
+    `envelope-from=${kvValue(input.sender)}`,
+    `helo=${kvValue(input.helo)}`,
+    `receiver=${kvValue(receiver)}`,
+    `identity=${outcome.identity}`
+  ]
+  if (outcome.mechanism !== undefined) pairs.push(`mechanism=${kvValue(outcome.mechanism)}`)
+  if (outcome.problem !== undefined) pairs.push(`problem=${kvValue(outcome.problem)}`)
+  const comment = Headers.sanitizeComment(`${Headers.sanitizeToken(receiver)}: ${describe(outcome, input)}`, 400)
+  return `${outcome.result} (${comment}) ${pairs.join("; ")}`
+}
+
+// ---------------------------------------------------------------------------
+// Enforcement (slimta's EnforceSpf) as validators
+// ---------------------------------------------------------------------------
+
+/** What to do for one result: refuse (4xx/5xx) with this reply; `{reason}`, `{result}`, `{sender}`, `{domain}`, `{ip}` are filled. */
+export interface Action {
+  readonly reply: string | ReplyTemplate.Template
+}
+
+export interface EnforceOptions {
+  /**
+   * Refusals per result, e.g. `{ fail: { reply: "550 5.7.23 SPF check failed: {reason}" },
+   * temperror: { reply: "451 4.4.3 SPF temporary error: {reason}" } }`. Results without an
+   * action are accepted.
+   */
+  readonly actions: Partial<Record<Result, Action>>
+  /** The command that refuses: MAIL (default) or each RCPT (slimta allows both). */
+  readonly at?: "mail" | "rcpt" | undefined
+  /** Our hostname, for `%{r}` and `Received-SPF` [unknown]. */
+  readonly receiver?: string | undefined
+  /** Prepend `Received-SPF` to accepted messages [true]. */
+  readonly header?: boolean | undefined
+  /** Leave authenticated clients alone (submission) [true]. */
+  readonly skipAuthenticated?: boolean | undefined
+  readonly check?: CheckOptions | undefined
+  /** Sessions whose result is remembered between MAIL and the message [10000]. */
+  readonly cacheSize?: number | undefined
+}
+
+/** The values a reply template can use. */
+export const templateValues = (outcome: Outcome, input: CheckInput): Record<string, string> => ({
+  reason: outcome.explanation ?? describe(outcome, input),
+  result: outcome.result,
+  sender: input.sender,
+  domain: outcome.domain,
+  ip: input.ip,
+  mechanism: outcome.mechanism ?? "",
+  problem: outcome.problem ?? ""
+})
+
+const sessionKey = (facts: Facts): string | undefined => {
+  const r = facts.remote
+  if (r._tag !== "Inet") return undefined
+  const l = facts.local
+  return `${r.address}|${r.port}|${l._tag === "Inet" ? `${l.address}|${l.port}` : "unix"}`
+}
+
+const printSender = (m: Address.Mailbox | null | undefined): string => (m ? `${m.local}@${m.domain}` : "")
+
+/**
+ * Validators that check SPF at MAIL (or RCPT), refuse with the configured
+ * action for the result, and prepend `Received-SPF` to accepted messages.
+ * Clients on a Unix socket, and authenticated ones unless
+ * `skipAuthenticated: false`, are not checked.
+ *
+ * The result found at MAIL is remembered per session (bounded, dropped at
+ * `close`) so the message hook does not query DNS again.
+ */
+export const enforce = (options: EnforceOptions): Validators.Validators<Dns.Dns> => {
+  const actions = new Map<Result, ReplyTemplate.Template>()
+  for (const r of results) {
+    const a = options.actions[r]
+    if (a) actions.set(r, ReplyTemplate.from(a.reply))
+  }
+  const at = options.at ?? "mail"
+  const skipAuth = options.skipAuthenticated ?? true
+  const cacheSize = options.cacheSize ?? 10_000
+  const cache = new Map<string, { readonly input: CheckInput; readonly outcome: Outcome }>()
+
+  const inputOf = (facts: Facts, sender: string): CheckInput | undefined => {
+    if (facts.remote._tag !== "Inet") return undefined
+    if (skipAuth && facts.auth !== undefined) return undefined
+    const address = facts.remote.address
+    return { ip: address, sender, helo: facts.hello?.domain ?? "", receiver: options.receiver }
+  }
+
+  const outcomeFor = (facts: Facts, input: CheckInput): Effect.Effect<Outcome, never, Dns.Dns> => {
+    const key = sessionKey(facts)
+    const hit = key === undefined ? undefined : cache.get(key)
+    if (hit && hit.input.sender === input.sender && hit.input.helo === input.helo && hit.input.ip === input.ip) {
+      return Effect.succeed(hit.outcome)
+    }
+    return Effect.tap(check(input, options.check), (outcome) =>
+      Effect.sync(() => {
+        if (key === undefined) return
+        cache.delete(key)
+        cache.set(key, { input, outcome })
+        while (cache.size > cacheSize) {
+          const oldest = cache.keys().next()
+          if (oldest.done) break
+          cache.delete(oldest.value)
+        }
+      }))
+  }
+
+  const decide = (facts: Facts, sender: string): Effect.Effect<Decision.Decision, never, Dns.Dns> => {
+    const input = inputOf(facts, sender)
+    if (input === undefined) return Effect.succeed(Decision.accept)
+    return Effect.map(outcomeFor(facts, input), (outcome) => {
+      const t = actions.get(outcome.result)
+      return t ? Decision.reject(ReplyTemplate.render(t, templateValues(outcome, input))) : Decision.accept
+    })
+  }
+
+  const v: {
+    -readonly [K in keyof Validators.Validators<Dns.Dns>]: Validators.Validators<Dns.Dns>[K]
+  } = {
+    close: (facts) =>
+      Effect.sync(() => {
+        const key = sessionKey(facts)
+        if (key !== undefined) cache.delete(key)
+      })
+  }
+  if (at === "mail") v.mail = (facts, sender) => decide(facts, printSender(sender))
+  else v.rcpt = (facts) => decide(facts, printSender(facts.sender))
+  if (options.header ?? true) {
+    v.message = (facts: Facts, envelope: Envelope.Envelope) => {
+      const input = inputOf(facts, envelope.sender)
+      if (input === undefined) return Effect.succeed<Validators.MessageDecision>({ _tag: "Accept", reply: undefined, headers: [] })
+      return Effect.map(outcomeFor(facts, input), (outcome): Validators.MessageDecision => ({
+        _tag: "Accept",
+        reply: undefined,
+        headers: [["Received-SPF", receivedSpf(outcome, input)]]
+      }))
+    }
+  }
+  return v
+}

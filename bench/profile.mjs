@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+// Profiles `mailroom serve` (Node, `--cpu-prof`) under one benchmark load
+// and prints where the time goes: self time by function and by file.
+//
+//   node bench/profile.mjs [--messages N] [--sessions N] [--size BYTES] [--persistent] [--relay parked|blackhole]
+//
+// Same config as the accept scenario of bench/run.mjs (disk queue, parked
+// relay unless --relay blackhole). A warm-up of N/2 messages runs first; the
+// profile covers the whole process. The .cpuprofile is kept in
+// bench/results/ for Chrome DevTools.
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { smtpSource } from "./lib/load.mjs"
+import { freePort, killAllSync, stopAll, treeCpuSeconds } from "./lib/proc.mjs"
+import { benchDir, root, startMailroom } from "./lib/servers.mjs"
+
+const argv = process.argv.slice(2)
+const value = (name, d) => {
+  const i = argv.indexOf(`--${name}`)
+  return i >= 0 ? argv[i + 1] : d
+}
+const messages = Number(value("messages", 3000))
+const sessions = Number(value("sessions", 20))
+const size = Number(value("size", 5120))
+const persistent = argv.includes("--persistent")
+const relayType = value("relay", "parked")
+
+process.on("exit", killAllSync)
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mailroom-profile-"))
+const park = net.createServer((s) => s.on("error", () => {}))
+await new Promise((r) => park.listen(0, "127.0.0.1", r))
+const profileDir = path.join(tmp, "prof")
+try {
+  const port = await freePort()
+  const h = await startMailroom({
+    host: "node",
+    port,
+    dir: path.join(tmp, "mailroom"),
+    label: "Mailroom (Node)",
+    profileDir,
+    relay: relayType === "blackhole" ? { type: "blackhole" } : { type: "parked", parkPort: park.address().port }
+  })
+  await smtpSource({ port, sessions, messages: Math.round(messages / 2), size, persistent })
+  const cpu0 = treeCpuSeconds(h.pid)
+  const r = await smtpSource({ port, sessions, messages, size, persistent })
+  const cpu = treeCpuSeconds(h.pid) - cpu0
+  console.log(`${messages} messages in ${(r.ms / 1000).toFixed(2)} s: ${Math.round(messages / (r.ms / 1000))} msgs/s, server CPU ${Math.round((cpu * 1e6) / messages)} µs/msg${r.ok ? "" : ` (${r.error})`}`)
+  await h.stop()
+} finally {
+  await stopAll()
+  park.close()
+}
+
+const file = fs.readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"))
+if (!file) {
+  console.error("no .cpuprofile written (did the server exit cleanly?)")
+  process.exit(1)
+}
+const outDir = path.join(benchDir, "results")
+fs.mkdirSync(outDir, { recursive: true })
+const kept = path.join(outDir, `profile-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`)
+fs.copyFileSync(path.join(profileDir, file), kept)
+fs.rmSync(tmp, { recursive: true, force: true })
+
+// --- analysis: self time per node, summed by function and by file ---
+const prof = JSON.parse(fs.readFileSync(kept, "utf8"))
+const byId = new Map(prof.nodes.map((n) => [n.id, n]))
+const self = new Map()
+const dt = prof.timeDeltas
+for (let i = 0; i < prof.samples.length; i++) self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (dt[i] ?? 0))
+let total = 0
+let idle = 0
+const fnTime = new Map()
+const fileTime = new Map()
+const short = (url) =>
+  url.replace(`file://${root}/`, "").replace(/^.*node_modules\//, "node_modules/").replace(/^node:/, "node:") || "(native)"
+for (const [id, us] of self) {
+  const n = byId.get(id)
+  const cf = n.callFrame
+  total += us
+  if (cf.functionName === "(idle)" || cf.functionName === "(program)") {
+    if (cf.functionName === "(idle)") idle += us
+  }
+  const key = `${cf.functionName || "(anonymous)"} ${short(cf.url)}:${cf.lineNumber + 1}`
+  fnTime.set(key, (fnTime.get(key) ?? 0) + us)
+  const f = cf.url ? short(cf.url).replace(/^(node_modules\/(@[^/]+\/)?[^/]+)\/.*$/, "$1") : `(${cf.functionName})`
+  fileTime.set(f, (fileTime.get(f) ?? 0) + us)
+}
+const busy = total - idle
+const top = (m, n) => [...m].filter(([k]) => !k.startsWith("(idle)")).sort((a, b) => b[1] - a[1]).slice(0, n)
+console.log(`\nbusy ${(busy / 1e6).toFixed(2)} s of ${(total / 1e6).toFixed(2)} s sampled; profile: ${path.relative(root, kept)}\n`)
+console.log("| self % of busy | function |\n|---:|---|")
+for (const [k, us] of top(fnTime, 30)) console.log(`| ${((100 * us) / busy).toFixed(1)} | \`${k}\` |`)
+console.log("\n| self % of busy | file or package |\n|---:|---|")
+for (const [k, us] of top(fileTime, 25)) console.log(`| ${((100 * us) / busy).toFixed(1)} | \`${k}\` |`)
