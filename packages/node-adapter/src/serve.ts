@@ -11,10 +11,13 @@
  *
  * @since 0.1.0
  */
+import * as NodeDns from "@effect/platform-node/NodeDns"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
 import * as CredentialsService from "@mailroom/protocol/auth/CredentialsService"
 import * as Config from "@mailroom/protocol/config/Config"
+import * as Rules from "@mailroom/protocol/config/Rules"
+import * as HttpEdge from "@mailroom/protocol/edge/HttpEdge"
 import * as SmtpEdge from "@mailroom/protocol/edge/SmtpEdge"
 import type * as Transport from "@mailroom/protocol/edge/Transport"
 import * as QueuePolicy from "@mailroom/protocol/policy/QueuePolicy"
@@ -22,9 +25,13 @@ import * as DurableQueue from "@mailroom/protocol/queue/DurableQueue"
 import * as Queue from "@mailroom/protocol/queue/Queue"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 import * as HttpRelay from "@mailroom/protocol/relay/HttpRelay"
+import * as LmtpRelay from "@mailroom/protocol/relay/LmtpRelay"
 import * as MaildirRelay from "@mailroom/protocol/relay/MaildirRelay"
+import * as MxRelay from "@mailroom/protocol/relay/MxRelay"
 import * as PipeRelay from "@mailroom/protocol/relay/PipeRelay"
 import * as Relay from "@mailroom/protocol/relay/Relay"
+import * as StaticRelay from "@mailroom/protocol/relay/StaticRelay"
+import * as Dns from "effect/net/Dns"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -32,6 +39,7 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { readFileSync } from "node:fs"
 import * as DiskStorage from "./DiskStorage.ts"
+import * as NodeHttp from "./NodeHttp.ts"
 import * as NodeLog from "./NodeLog.ts"
 import * as NodeProcess from "./NodeProcess.ts"
 import * as NodeTransport from "./NodeTransport.ts"
@@ -71,7 +79,27 @@ const storageLayer = (settings: Config.StorageSettings): Layer.Layer<QueueStorag
   }
 }
 
-const relayLayer = (settings: Config.RelaySettings, hostname: string): Layer.Layer<Relay.Relay> => {
+/** The resolver: the configured name servers, or the system's. */
+const dnsLayer = (settings: Config.DnsSettings, key: string, resolver?: ReadonlyArray<{ readonly text: string }>): Layer.Layer<Dns.Dns> => {
+  const servers = resolver ?? settings.resolver
+  if (servers === undefined) return NodeDns.layer
+  return Layer.effect(
+    Dns.Dns,
+    NodeDns.make({ nameServers: servers.map((s) => s.text), timeout: ms(settings.timeout), tries: settings.tries }).pipe(
+      Effect.mapError((e) => new ServeError(`${key}: ${String((e as { message?: unknown }).message ?? e)}`)),
+      Effect.orDie
+    )
+  )
+}
+
+const timeoutsOf = (r: { connect_timeout: Duration.Duration; command_timeout: Duration.Duration; data_timeout: Duration.Duration }) => ({
+  connectMs: ms(r.connect_timeout),
+  commandMs: ms(r.command_timeout),
+  dataMs: ms(r.data_timeout)
+})
+
+const relayLayer = (settings: Config.RelaySettings, hostname: string, dns: Config.DnsSettings): Layer.Layer<Relay.Relay> => {
+  const network = Layer.mergeAll(NodeTransport.connectorLayer)
   switch (settings.type) {
     case "maildir":
       return MaildirRelay.layer({ root: settings.path, folders: settings.folders, hostname }).pipe(
@@ -89,9 +117,33 @@ const relayLayer = (settings: Config.RelaySettings, hostname: string): Layer.Lay
     case "http":
       return HttpRelay.layer({ url: settings.url, timeoutMs: ms(settings.timeout), ehlo: hostname })
     case "mx":
+      return MxRelay.layer({
+        ehlo: settings.ehlo ?? hostname,
+        tls: settings.tls,
+        ...(settings.tls_policy ? { tlsPolicy: settings.tls_policy } : {}),
+        ...(settings.force_mx ? { forceMx: Object.fromEntries(Object.entries(settings.force_mx).map(([d, hp]) => [d.toLowerCase(), hp.text])) } : {}),
+        port: settings.port,
+        timeouts: { ...timeoutsOf(settings), dnsMs: ms(dns.timeout) },
+        pool: { idleTimeoutMs: ms(settings.idle_timeout), maxPerDestination: settings.max_connections_per_host }
+      }).pipe(Layer.provide(Layer.merge(network, dnsLayer(dns, "relay.resolver", settings.resolver ? [settings.resolver] : undefined))))
     case "static":
+      return StaticRelay.layer({
+        host: settings.host,
+        port: settings.port,
+        ehlo: settings.ehlo ?? hostname,
+        tls: settings.tls,
+        tlsVerify: settings.tls_verify,
+        ...(settings.ca ? { ca: [readPem("relay.ca", settings.ca)] } : {}),
+        ...(settings.auth ? { auth: { username: settings.auth.username, password: settings.auth.password } } : {}),
+        timeouts: timeoutsOf(settings),
+        pool: { maxPerDestination: settings.max_connections }
+      }).pipe(Layer.provide(Layer.merge(network, NodeDns.layer)))
     case "lmtp":
-      throw new ServeError(`relay.type: the ${settings.type} relay is not available yet in this version; use maildir, pipe, http or blackhole`)
+      return LmtpRelay.layer({
+        endpoint: settings.path !== undefined ? { path: settings.path } : { host: settings.host!, port: settings.port },
+        ehlo: hostname,
+        timeouts: timeoutsOf(settings)
+      }).pipe(Layer.provide(Layer.merge(network, NodeDns.layer)))
   }
 }
 
@@ -125,6 +177,8 @@ const endpointOf = (address: Config.ListenAddress): Transport.Endpoint =>
 
 /** The running server: its edges (with their bound endpoints) and the queue. */
 export interface Running {
+  /** The HTTP edge's servers, when `http` is configured. */
+  readonly http: ReadonlyArray<NodeHttp.Server>
   readonly edges: ReadonlyArray<{ readonly name: string; readonly edge: SmtpEdge.SmtpEdge }>
   readonly queue: DurableQueue.DurableQueue
   /** Re-reads the TLS files of every listener. */
@@ -137,10 +191,12 @@ export interface Running {
 export const start = (config: Config.Config): Effect.Effect<Running, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const hostname = config.hostname ?? "localhost"
-    const relay = relayLayer(config.relay, hostname)
+    const relay = relayLayer(config.relay, hostname, config.dns)
     const storage = storageLayer(config.queue.storage)
     const retry = config.queue.retry
-    const services = yield* Layer.build(Layer.mergeAll(relay, storage, NodeTransport.listenerLayer))
+    const services = yield* Layer.build(
+      Layer.mergeAll(relay, storage, NodeTransport.layer, dnsLayer(config.dns, "dns.resolver"))
+    )
     const durable = yield* DurableQueue.make({
       hostname,
       policies: queuePolicies(config, hostname),
@@ -193,6 +249,7 @@ export const start = (config: Config.Config): Effect.Effect<Running, unknown, Sc
           maxConnectionsPerClient: l.max_connections_per_client,
           ...(l.auth ? { authFailures: { max: l.auth.max_failures_per_client, windowMs: ms(l.auth.failure_window) } } : {}),
           ...(l.local_domains.length > 0 ? { localDomains: l.local_domains } : {}),
+          validators: Rules.validators(l.rules, hostname),
           shutdownGraceMs: ms(l.shutdown_grace)
         }).pipe(
           Effect.provide(Layer.mergeAll(queueLayer, credentials)),
@@ -211,7 +268,29 @@ export const start = (config: Config.Config): Effect.Effect<Running, unknown, Sc
         })
       }
     }
+    const http: Array<NodeHttp.Server> = []
+    if (config.http !== undefined) {
+      const h = config.http
+      const credentials = h.auth ? CredentialsService.layerTable(loadUsers("http.auth.users_file", h.auth.users_file)) : CredentialsService.none
+      const handler = yield* HttpEdge.fromContext({
+        hostname,
+        validators: Rules.validators(h.rules, hostname),
+        path: h.path,
+        jsonPath: h.json_path ?? null,
+        requireAuth: h.require_auth,
+        maxSize: h.max_message_size,
+        maxRecipients: h.max_recipients
+      }).pipe(Effect.provide(Layer.mergeAll(queueLayer, credentials)), Effect.provideContext(services))
+      const tls = h.tls ? tlsConfig(h.tls, "http.tls").default : undefined
+      for (const [j, address] of h.listen.entries()) {
+        if (address._tag === "Unix") throw new ServeError(`http.listen[${j}]: the HTTP edge listens on TCP addresses only, got ${address.text}`)
+        const server = yield* NodeHttp.serve({ handler, host: address.host, port: address.port, ...(tls ? { tls } : {}) })
+        yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({ edge: `http.listen[${j}]`, endpoint: server.url }))
+        http.push(server)
+      }
+    }
     return {
+      http,
       edges: edges.map(({ name, edge }) => ({ name, edge })),
       queue: durable,
       reloadTls: Effect.forEach(edges, (e) => e.reload(), { discard: true }),

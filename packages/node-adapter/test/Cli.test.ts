@@ -79,7 +79,7 @@ describe("mailroom (the real bin)", () => {
     expect(r.code).toBe(1)
     expect(r.stdout).toBe("")
     expect(r.stderr.split("\n")).toEqual([
-      `${file}:4: smtp[0].modee: unknown key (did you mean mode?); expected one of: listen, mode, banner, tls, implicit_tls, proxy_protocol, max_message_size, max_recipients, max_bad_commands, max_connections, max_connections_per_client, command_timeout, data_timeout, bare_newline, auth, require_auth, require_tls, local_domains, shutdown_grace`,
+      `${file}:4: smtp[0].modee: unknown key (did you mean mode?); expected one of: listen, mode, banner, tls, implicit_tls, proxy_protocol, max_message_size, max_recipients, max_bad_commands, max_connections, max_connections_per_client, command_timeout, data_timeout, bare_newline, auth, require_auth, require_tls, local_domains, shutdown_grace, rules`,
       `${file}:3: smtp[0].max_message_size: expected a size such as "25MiB" or a number of bytes, got "lots"`,
       `mailroom: ${file}: 2 problems`,
       ""

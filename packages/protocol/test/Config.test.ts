@@ -395,7 +395,7 @@ describe("Config: a bad value names its key, the value and what was expected", (
 describe("Config: unknown keys are errors", () => {
   it("at the top level, in sections, in list items and in tagged sections, with a suggestion", () => {
     expect(problems(Config.decode({ hostnme: "a.example" }))).toEqual([
-      "hostnme: unknown key (did you mean hostname?); expected one of: hostname, log, smtp, queue, relay, http"
+      "hostnme: unknown key (did you mean hostname?); expected one of: hostname, log, smtp, queue, relay, http, dns"
     ])
     expect(problems(Config.decode({ log: { fromat: "json" } }))).toEqual([
       "log.fromat: unknown key (did you mean format?); expected one of: format, level"

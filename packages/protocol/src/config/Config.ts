@@ -214,6 +214,67 @@ const ProxyProtocolSettings = Schema.Struct({
   timeout: Dur.pipe(withDefault("5s"))
 })
 
+/** An address pattern of an allow/deny list: `user@example.com`, `@example.com` (a domain) or `/regex/` (case-insensitive). */
+const AddressPattern = leaf(
+  Schema.String,
+  `an address such as "user@example.com", a domain as "@example.com", or a regular expression as "/^.*@example\\.com$/"`,
+  (s) => {
+    if (s.length < 2 || CONTROL.test(s)) return undefined
+    if (s.startsWith("/") && s.endsWith("/") && s.length > 2) {
+      try {
+        new RegExp(s.slice(1, -1), "i")
+        return s
+      } catch {
+        return undefined
+      }
+    }
+    return s.includes("@") ? s.toLowerCase() : undefined
+  }
+)
+
+/** An SMTP reply as text: `550 5.7.1 Some text`, with `{placeholders}`. */
+const ReplyText = leaf(
+  Schema.String,
+  `a reply such as "550 5.7.1 Access denied; {reason}"`,
+  (s) => /^[245]\d\d( [245]\.\d{1,3}\.\d{1,3})? \S/.test(s) && s.length <= 300 && !CONTROL.test(s) ? s : undefined
+)
+
+const spfResults = ["none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"] as const
+
+const Rules = Schema.Struct({
+  spf: Schema.optionalKey(Schema.Struct({
+    at: oneOf(["mail", "rcpt"]).pipe(withDefault("mail")),
+    reject: Schema.Array(oneOf(spfResults)).pipe(withDefault(["fail"])),
+    reject_reply: ReplyText.pipe(withDefault("550 5.7.23 SPF check failed: {reason}")),
+    defer: Schema.Array(oneOf(spfResults)).pipe(withDefault(["temperror"])),
+    defer_reply: ReplyText.pipe(withDefault("451 4.7.24 SPF temporary error: {reason}")),
+    header: Bool.pipe(withDefault(true))
+  })),
+  dnsbl: Schema.optionalKey(Schema.Struct({
+    zones: Schema.Array(Domain),
+    at: oneOf(["connect", "mail", "rcpt"]).pipe(withDefault("connect")),
+    reply: Schema.optionalKey(ReplyText)
+  })),
+  spamassassin: Schema.optionalKey(Schema.Struct({
+    host: Host.pipe(withDefault("127.0.0.1")),
+    port: int(1, 65535).pipe(withDefault(783)),
+    path: Schema.optionalKey(FilePath),
+    reject_at: Schema.optionalKey(leaf(NumberOrString, `a score such as 10, or "spam"`, (u) =>
+      u === "spam" ? "spam" as const : typeof u === "number" && Number.isFinite(u) ? u : undefined)),
+    on_error: oneOf(["accept", "tempfail"]).pipe(withDefault("accept")),
+    timeout: Dur.pipe(withDefault("10s")),
+    max_size: Size.pipe(withDefault("500KiB"))
+  })),
+  senders: Schema.optionalKey(Schema.Struct({
+    allow: Schema.optionalKey(Schema.Array(AddressPattern)),
+    deny: Schema.Array(AddressPattern).pipe(withDefault([]))
+  })),
+  recipients: Schema.optionalKey(Schema.Struct({
+    allow: Schema.optionalKey(Schema.Array(AddressPattern)),
+    deny: Schema.Array(AddressPattern).pipe(withDefault([]))
+  }))
+})
+
 const SmtpAuth = Schema.Struct({
   mechanisms: Schema.Array(oneOf(mechanisms)).pipe(withDefault(["PLAIN", "LOGIN"])),
   users_file: FilePath,
@@ -241,7 +302,8 @@ const Smtp = Schema.Struct({
   require_auth: Bool.pipe(withDefault(false)),
   require_tls: Bool.pipe(withDefault(false)),
   local_domains: Schema.Array(Domain).pipe(withDefault([])),
-  shutdown_grace: DurOrZero.pipe(withDefault("30s"))
+  shutdown_grace: DurOrZero.pipe(withDefault("30s")),
+  rules: Rules.pipe(withDefault({}))
 })
 
 const Storage = Schema.Union([
@@ -291,6 +353,8 @@ const Relay = Schema.Union([
     type: Schema.Literal("mx"),
     ehlo: Schema.optionalKey(Domain),
     tls: oneOf(["opportunistic", "required", "none"]).pipe(withDefault("opportunistic")),
+    tls_policy: Schema.optionalKey(Schema.Record(Schema.String, oneOf(["none", "opportunistic", "required", "verify"]))),
+    port: int(1, 65535).pipe(withDefault(25)),
     resolver: Schema.optionalKey(hostPort(53, "127.0.0.1:53")),
     force_mx: Schema.optionalKey(Schema.Record(Schema.String, hostPort(25, "smtp.example.net:2525"))),
     ...clientTimeouts,
@@ -302,6 +366,9 @@ const Relay = Schema.Union([
     host: Host,
     port: int(1, 65535).pipe(withDefault(25)),
     tls: oneOf(["opportunistic", "required", "implicit", "none"]).pipe(withDefault("opportunistic")),
+    tls_verify: Bool.pipe(withDefault(true)),
+    ca: Schema.optionalKey(FilePath),
+    max_connections: int(1).pipe(withDefault(10)),
     auth: Schema.optionalKey(Schema.Struct({ username: NonEmpty, password: NonEmpty })),
     ehlo: Schema.optionalKey(Domain),
     ...clientTimeouts
@@ -327,7 +394,18 @@ const Http = Schema.Struct({
   listen: oneOrMany(Listen).pipe(withDefault(["127.0.0.1:8025"])),
   tls: Schema.optionalKey(Tls),
   max_message_size: Size.pipe(withDefault("25MiB")),
-  auth: Schema.optionalKey(Schema.Struct({ users_file: FilePath }))
+  max_recipients: int(1).pipe(withDefault(1000)),
+  path: NonEmpty.pipe(withDefault("/")),
+  json_path: Schema.optionalKey(NonEmpty),
+  auth: Schema.optionalKey(Schema.Struct({ users_file: FilePath })),
+  require_auth: Bool.pipe(withDefault(false)),
+  rules: Rules.pipe(withDefault({}))
+})
+
+const DnsSettings = Schema.Struct({
+  resolver: Schema.optionalKey(oneOrMany(hostPort(53, "127.0.0.1:53"))),
+  timeout: Dur.pipe(withDefault("5s")),
+  tries: int(1, 10).pipe(withDefault(2))
 })
 
 /** The schema of the whole file; decode with `decode` or `parse` to get the cross-field checks too. */
@@ -337,7 +415,8 @@ export const ConfigSchema = Schema.Struct({
   smtp: Schema.Array(Smtp).pipe(withDefault([{}])),
   queue: Queue.pipe(withDefault({})),
   relay: Relay.pipe(withDefault({ type: "maildir" })),
-  http: Schema.optionalKey(Http)
+  http: Schema.optionalKey(Http),
+  dns: DnsSettings.pipe(withDefault({}))
 })
 
 /** A decoded config: defaults filled, sizes in bytes, durations as `Duration`. */
@@ -352,6 +431,10 @@ export type StorageSettings = Config["queue"]["storage"]
 export type RelaySettings = Config["relay"]
 /** The optional HTTP edge. */
 export type HttpSettings = NonNullable<Config["http"]>
+/** Policies of an edge: SPF, DNSBL, SpamAssassin, sender and recipient lists. */
+export type RulesSettings = SmtpListener["rules"]
+/** The resolver used by the MX relay, SPF and DNSBL. */
+export type DnsSettings = Config["dns"]
 
 // The error type and its formatting live in ConfigError.ts; re-exported here so
 // that `Config` alone is enough to decode a file and print what is wrong with it.
