@@ -14,7 +14,7 @@ import * as Reply from "@mailroom/protocol/smtp/Reply"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
-import { simpleParser } from "mailparser"
+import { type SimpleParserOptions, simpleParser } from "mailparser"
 import nodemailer from "nodemailer"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
@@ -127,7 +127,7 @@ log: { level: info }
     expect(laterAttempts).toBe(2)
     const dsn = received.find((e) => e.sender === "")!
     expect(dsn.recipients).toEqual(["alice@sender.example"])
-    const mail = await simpleParser(Buffer.from(dsn.message), { keepDeliveryStatus: true } as never)
+    const mail = await simpleParser(Buffer.from(dsn.message), { keepDeliveryStatus: true } as SimpleParserOptions)
     expect(mail.subject).toBe("Undelivered Mail Returned to Sender")
     expect(String(mail.headers.get("content-type") && (mail.headers.get("content-type") as { value: string }).value)).toBe("multipart/report")
     const status = mail.attachments.find((a) => a.contentType === "message/delivery-status")

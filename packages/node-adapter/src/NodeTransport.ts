@@ -256,15 +256,29 @@ export const makeListener = (options?: NodeTransportOptions): (typeof Transport.
             return ok
           })
         }
-        return Effect.flatMap(eff, (ok) => ok ? guarded(conn) : Effect.void)
+        // The handler starts when the prelude is over: it is no longer pending then.
+        return Effect.flatMap(Effect.ensuring(eff, Effect.sync(() => pending--)), (ok) => ok ? guarded(conn) : Effect.void)
       }
+      /** Connections still in their PROXY header or implicit-TLS handshake: bounded by `maxPending`. */
+      let pending = 0
+      const maxPending = opts.maxPending ?? 512
 
       const runFork = yield* FiberSet.makeRuntime<never, void, never>()
       const onConnection = (sock: net.Socket) => {
         sock.on("error", noop)
         const conn = new NodeConnection(sock, remoteOf(sock, unixPath), localOf(sock, unixPath), serverTls, settings)
-        const run = proxy === undefined && !implicit ? (conn.attach(sock), guarded(conn)) : prelude(conn, sock)
-        runFork(Effect.ensuring(run, conn.finalize))
+        if (proxy === undefined && !implicit) {
+          conn.attach(sock)
+          runFork(Effect.ensuring(guarded(conn), conn.finalize))
+          return
+        }
+        if (pending >= maxPending) {
+          reject(conn, `too many connections still in their ${proxy !== undefined ? "PROXY header" : "TLS handshake"} (${maxPending})`)
+          sock.destroy()
+          return
+        }
+        pending++
+        runFork(Effect.ensuring(prelude(conn, sock), conn.finalize))
       }
       if (unixPath !== undefined) yield* removeStaleSocket(unixPath)
       const server = yield* Effect.acquireRelease(

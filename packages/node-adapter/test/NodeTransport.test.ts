@@ -889,6 +889,29 @@ describe("NodeTransport listener: PROXY protocol", () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(300)
   })
 
+  it("bounds connections still waiting for their header (maxPending): more are closed at once", async () => {
+    const rejects: Array<string> = []
+    await run(Effect.gen(function*() {
+      const bound = yield* listen(
+        { endpoint: loopback, proxyProtocol: { trusted: ["127.0.0.1"], timeoutMs: 2000 }, maxPending: 2, onReject: (i) => rejects.push(i.reason) },
+        echo
+      )
+      const a = yield* promise(() => tcp(bound.endpoint))
+      const b = yield* promise(() => tcp(bound.endpoint))
+      yield* promise(() => sleep(50))
+      const c = yield* promise(() => tcp(bound.endpoint))
+      yield* promise(() => c.waitClosed())
+      expect(rejects).toEqual(["too many connections still in their PROXY header (2)"])
+      // a pending one that completes its header goes on to the handler, and frees its place
+      a.sock.write(bytes(v1 + "hello\n"))
+      yield* promise(() => sleep(100))
+      const d = yield* promise(() => tcp(bound.endpoint))
+      yield* promise(() => sleep(50))
+      expect(rejects.length).toBe(1)
+      for (const x of [a, b, d]) x.sock.destroy()
+    }))
+  })
+
   it("refuses an invalid trusted-peer list at listen time", async () => {
     const err = await run(Effect.flip(listen({ endpoint: loopback, proxyProtocol: { trusted: ["10.0.0.0/33"] } }, echo)))
     expect(err.reason).toBe("Listen")

@@ -125,6 +125,12 @@ export interface ListenOptions {
   readonly proxyProtocol?: ProxyProtocolOptions
   readonly backlog?: number
   /**
+   * Connections at once still waiting for their PROXY header or implicit-TLS
+   * handshake (they are not sessions yet, so the edge's limits do not see
+   * them); more are closed at once [512].
+   */
+  readonly maxPending?: number
+  /**
    * Called for a connection refused before the handler runs (untrusted or
    * malformed PROXY header, failed implicit TLS handshake), for logging.
    */
