@@ -14,20 +14,18 @@ import nodemailer from "nodemailer"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeCa, type TestCa } from "../support/certs.ts"
 import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
+import { type Host, hosts } from "../support/hosts.ts"
 import { startSmtpSink } from "../support/smtpSink.ts"
 
-const root = new URL("../..", import.meta.url).pathname
-const node = path.join(root, "node_modules", ".bin", "node")
-const bin = path.join(root, "packages", "node-adapter", "bin", "mailroom.mjs")
 
 interface Server {
   readonly child: ChildProcess
   readonly log: () => string
 }
 
-const startServer = async (configFile: string, cwd: string, port: number): Promise<Server> => {
+const startServer = async (host: Host, configFile: string, cwd: string, port: number): Promise<Server> => {
   let log = ""
-  const child = spawn(node, [bin, "serve", "--config", configFile], { cwd, stdio: ["ignore", "pipe", "pipe"] })
+  const child = spawn(host.command, [...host.args, "serve", "--config", configFile], { cwd, stdio: ["ignore", "pipe", "pipe"] })
   child.stdout!.on("data", (d) => (log += d))
   child.stderr!.on("data", (d) => (log += d))
   await waitForPort("127.0.0.1", port, 15_000).catch((e) => {
@@ -68,7 +66,7 @@ const waitFor = async <A>(what: string, f: () => A | undefined, timeoutMs = 15_0
   }
 }
 
-describe("mailroom serve with a config file", () => {
+describe.each(hosts)("mailroom serve with a config file ($name host)", (host) => {
   let dir: string
   let ca: TestCa
   let server: Server
@@ -108,7 +106,7 @@ queue:
 relay: { type: maildir, path: var/mail }
 `
     )
-    server = await startServer("mailroom.yaml", dir, mxPort)
+    server = await startServer(host, "mailroom.yaml", dir, mxPort)
     await waitForPort("127.0.0.1", subPort)
   }, 60_000)
 
@@ -183,7 +181,7 @@ relay: { type: maildir, path: var/mail }
   })
 })
 
-describe("mailroom serve: certificate reload and LMTP on a Unix socket", () => {
+describe.each(hosts)("mailroom serve: certificate reload and LMTP on a Unix socket ($name host)", (host) => {
   it("SIGHUP swaps the certificate for new handshakes and keeps live connections", async () => {
     const dir = tempDir("mailroom-reload-")
     const ca = makeCa()
@@ -201,7 +199,7 @@ queue: { storage: { type: memory } }
 relay: { type: blackhole }
 `
       )
-      const server = await startServer("mailroom.yaml", dir, port)
+      const server = await startServer(host, "mailroom.yaml", dir, port)
       const open = () =>
         new Promise<{ cn: string; socket: import("node:tls").TLSSocket; banner: Promise<string> }>((resolve, reject) => {
           const socket = connect({ host: "127.0.0.1", port, ca: [ca.cert], servername: "localhost", checkServerIdentity: () => undefined })
@@ -255,7 +253,7 @@ queue: { storage: { type: disk, path: var/queue } }
 relay: { type: maildir, path: var/mail }
 `
       )
-      const server = await startServer("mailroom.yaml", dir, port)
+      const server = await startServer(host, "mailroom.yaml", dir, port)
       await waitFor("the socket", () => (fs.existsSync(sock) ? true : undefined))
       const script = [
         "import smtplib, sys",
@@ -329,7 +327,7 @@ const load = (port: number, first: number, stopAt: number, accepted: Set<number>
     launch()
   })
 
-describe("crash test: SIGKILL under load", () => {
+describe.each(hosts)("crash test: SIGKILL under load ($name host)", (host) => {
   it("delivers every message that got a 250 to a real downstream server, across 8 kill -9 cycles", async () => {
     const dir = tempDir("mailroom-crash-")
     const port = await freePort()
@@ -347,7 +345,7 @@ log: { level: warning }
     let seq = 0
     try {
       for (let cycle = 0; cycle < 8; cycle++) {
-        const server = await startServer("mailroom.yaml", dir, port)
+        const server = await startServer(host, "mailroom.yaml", dir, port)
         const runFor = 300 + Math.floor(Math.random() * 500)
         const loading = load(port, seq, Date.now() + runFor + 200, accepted)
         await new Promise((r) => setTimeout(r, runFor))
@@ -356,7 +354,7 @@ log: { level: warning }
         seq += 100_000
       }
       // A last, clean run drains the queue.
-      const server = await startServer("mailroom.yaml", dir, port)
+      const server = await startServer(host, "mailroom.yaml", dir, port)
       const delivered = () => {
         const seen = new Set<number>()
         for (const text of sink.messages()) {

@@ -17,12 +17,10 @@ import * as Scope from "effect/Scope"
 import { type SimpleParserOptions, simpleParser } from "mailparser"
 import nodemailer from "nodemailer"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { hosts } from "../support/hosts.ts"
 import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
 import { type RunningEdge, startEdge } from "./EdgeHarness.ts"
 
-const root = new URL("../..", import.meta.url).pathname
-const node = path.join(root, "node_modules", ".bin", "node")
-const bin = path.join(root, "packages", "node-adapter", "bin", "mailroom.mjs")
 
 const waitFor = async <A>(what: string, f: () => Promise<A | undefined> | A | undefined, timeoutMs = 20_000): Promise<A> => {
   const until = Date.now() + timeoutMs
@@ -34,7 +32,7 @@ const waitFor = async <A>(what: string, f: () => Promise<A | undefined> | A | un
   }
 }
 
-describe("mailroom serve relaying to a real downstream, the HTTP edge, and rules", () => {
+describe.each(hosts)("mailroom serve relaying to a real downstream, the HTTP edge, and rules ($name host)", (host) => {
   let dir: string
   let scope: Scope.Closeable
   let downstream: RunningEdge
@@ -85,7 +83,7 @@ relay:
 log: { level: info }
 `
     )
-    child = spawn(node, [bin, "serve", "--config", "mailroom.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] })
+    child = spawn(host.command, [...host.args, "serve", "--config", "mailroom.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] })
     child.stdout!.on("data", (d) => (log += d))
     child.stderr!.on("data", (d) => (log += d))
     await waitForPort("127.0.0.1", smtpPort, 15_000).catch((e) => {

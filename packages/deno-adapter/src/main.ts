@@ -10,7 +10,7 @@
  * `queue`, `hash-password` commands are the runtime-neutral `Cli.run` of
  * `@mailroom/node`'s CLI (it needs only `node:util`'s `parseArgs`, which
  * Deno provides); this file hands it Deno's standard streams, files, host
- * name and random bytes, opens queues with `DenoDisk`, and runs `serve`
+ * name and random bytes, opens queues with `DenoDisk` or `DenoKvStorage`, and runs `serve`
  * with Deno's layers (`./serve.ts`), loaded only when `serve` runs.
  *
  * Needs `--allow-all` (net for listeners, read/write for the queue, run for
@@ -21,6 +21,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
+import * as Scope from "effect/Scope"
 import type * as Envelope from "@mailroom/protocol/envelope/Envelope"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 import type * as Config from "@mailroom/protocol/config/Config"
@@ -67,10 +68,34 @@ const openDisk = (directory: string): Effect.Effect<Cli.QueueHandle, QueueStorag
     return { location: dir, storage, envelope }
   })
 
+/**
+ * Opens an existing Deno KV queue (never creates one). The KV stays open
+ * until the command's process exits.
+ */
+const openKv = (file: string): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> =>
+  Effect.gen(function*() {
+    const path = absolute(file)
+    const stat = yield* Effect.promise(() => Deno.stat(path).catch(() => undefined))
+    if (stat === undefined || !stat.isFile) {
+      return yield* Effect.fail(
+        QueueStorage.error("NotFound", "open", undefined, `no queue in ${path}: no Deno KV file there (a server creates it on its first start)`)
+      )
+    }
+    const DenoKvStorage = yield* Effect.promise(() => import("./DenoKvStorage.ts"))
+    const storage = yield* DenoKvStorage.make({ path }).pipe(Scope.provide(Effect.runSync(Scope.make())))
+    const envelope = (id: string): Effect.Effect<Envelope.Envelope, QueueStorage.StorageError> =>
+      QueueStorage.isValidId(id)
+        ? Effect.map(storage.read(id), (stored) => ({ ...stored.envelope, message: new Uint8Array(0) }))
+        : Effect.fail(QueueStorage.error("NotFound", "envelope", id, "not a valid message id"))
+    return { location: path, storage, envelope }
+  })
+
 const openQueue = (settings: Config.StorageSettings): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> => {
   switch (settings.type) {
     case "disk":
       return openDisk(settings.path)
+    case "kv":
+      return openKv(settings.path)
     case "redis":
       return Effect.fail(QueueStorage.error("Io", "open", undefined, "queue.storage.type: redis storage is not available on Deno"))
     case "memory":

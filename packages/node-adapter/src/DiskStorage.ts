@@ -25,15 +25,20 @@
  * ## How a write is made durable
  *
  * Write `tmp/…eml` and `tmp/…json`, fsync each; rename the body into
- * `messages/` and fsync that directory; rename the record into `meta/` (the
- * commit point) and fsync that directory; only then resolve. Directory
+ * `messages/`, then the record into `meta/` (the commit point: a reader
+ * never sees a record without its body); fsync both directories at once;
+ * only then resolve. (A power loss before that may leave a record whose
+ * body rename was lost; it was never acknowledged, and recovery quarantines
+ * it.) Directory
  * fsyncs are group-committed: the fsyncs asked for while one runs are served
  * together by the next one. Any failure removes whatever the write created
  * and fails with `Full` (ENOSPC, EDQUOT) or `Io`. A metadata update takes
  * the id's lock (an in-process queue, then `lock/<id>.lock` created with
  * O_EXCL, so several processes can share the directory), reads the record,
  * writes a new one to `tmp/`, fsyncs it, renames it over the old one and
- * fsyncs `meta/`. Removal unlinks the record first, then the body.
+ * fsyncs `meta/`. Removal unlinks the record first and fsyncs `meta/`,
+ * then unlinks the body (a body left by a power loss has no record, and
+ * recovery removes it).
  *
  * ## Recovery at open
  *
@@ -286,7 +291,8 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       io("write", envelope.id, async () => {
         const id = envelope.id
         const exists = async (file: string) => fs.access(file).then(() => true, (e) => (isMissing(e) ? false : Promise.reject(e)))
-        if ((await exists(metaPath(id))) || (await exists(bodyPath(id)))) {
+        const [metaExists, bodyExists] = await Promise.all([exists(metaPath(id)), exists(bodyPath(id))])
+        if (metaExists || bodyExists) {
           throw QueueStorage.error("Conflict", "write", id, "a message with this id exists")
         }
         const tmpBody = tmpPath(id, "eml")
@@ -299,12 +305,13 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
             writeDurable(tmpMeta, JSON.stringify(QueueStorage.encodeRecord(envelope, meta)))
           ])
           for (const r of results) if (r.status === "rejected") throw r.reason
+          // the body becomes visible before the record; both directories are
+          // then fsynced together (one journal commit on ext4, not two)
           await fs.rename(tmpBody, bodyPath(id))
           bodyPlaced = true
-          await syncs.messages.sync()
           await fs.rename(tmpMeta, metaPath(id))
           metaPlaced = true
-          await syncs.meta.sync()
+          await Promise.all([syncs.messages.sync(), syncs.meta.sync()])
         } catch (e) {
           // not acknowledged: leave nothing behind, the record first
           if (metaPlaced) await unlinkQuietly(metaPath(id))
@@ -397,8 +404,9 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
             throw isMissing(e) ? notFound("remove", id) : e
           }
           await syncs.meta.sync()
+          // no fsync of messages/: a body whose unlink a power loss undoes has
+          // no record, and recovery removes it
           await ignoreMissing(fs.unlink(bodyPath(id)))
-          await syncs.messages.sync()
         }))
 
     // --- open and recover ----------------------------------------------------

@@ -366,7 +366,17 @@ describe("Config: a bad value names its key, the value and what was expected", (
       `relay: expected a mapping with a "type" key (one of ${relays}), got "maildir"`
     ])
     expect(problems(Config.decode({ queue: { storage: { type: "s3" } } }))).toEqual([
-      `queue.storage.type: expected one of "disk", "memory", "redis", got "s3"`
+      `queue.storage.type: expected one of "disk", "memory", "redis", "kv", got "s3"`
+    ])
+  })
+
+  it("decodes Deno KV storage with its default path, and names it in the summary", () => {
+    const kv = ok(Config.parse("queue:\n  storage: { type: kv }\n", "yaml"))
+    expect(kv.queue.storage).toEqual({ type: "kv", path: "./var/queue.kv" })
+    expect(Config.summary(kv)).toContain("queue kv ./var/queue.kv")
+    expect(ok(Config.parse("queue:\n  storage: { type: kv, path: /srv/q.kv }\n", "yaml")).queue.storage).toEqual({ type: "kv", path: "/srv/q.kv" })
+    expect(problems(Config.decode({ queue: { storage: { type: "kv", url: "redis://x" } } }))).toEqual([
+      "queue.storage.url: unknown key; expected one of: type, path"
     ])
   })
 

@@ -69,6 +69,8 @@ const openQueue = (settings: Config.StorageSettings): Effect.Effect<Cli.QueueHan
       )
     case "memory":
       return Effect.fail(QueueStorage.error("Invalid", "open", undefined, "queue commands need persistent storage (queue.storage.type: memory)"))
+    case "kv":
+      return Effect.fail(QueueStorage.error("Io", "open", undefined, "queue.storage.type: kv (Deno KV) storage runs on Deno only; run the queue commands with the Deno entry point"))
   }
 }
 

@@ -309,7 +309,9 @@ const Smtp = Schema.Struct({
 const Storage = Schema.Union([
   Schema.Struct({ type: Schema.Literal("disk"), path: FilePath.pipe(withDefault("./var/queue")) }),
   Schema.Struct({ type: Schema.Literal("memory") }),
-  Schema.Struct({ type: Schema.Literal("redis"), url: url(["redis", "rediss", "unix"]) })
+  Schema.Struct({ type: Schema.Literal("redis"), url: url(["redis", "rediss", "unix"]) }),
+  /** Deno KV (Deno only; refused at startup on Node). */
+  Schema.Struct({ type: Schema.Literal("kv"), path: FilePath.pipe(withDefault("./var/queue.kv")) })
 ])
 
 const Retry = Schema.Struct({
@@ -649,7 +651,13 @@ export const summary = (config: Config): string => {
     }`
   )
   const storage = config.queue.storage
-  const queue = storage.type === "disk" ? `disk ${storage.path}` : storage.type === "redis" ? "redis" : "memory"
+  const queue = storage.type === "disk"
+    ? `disk ${storage.path}`
+    : storage.type === "kv"
+    ? `kv ${storage.path}`
+    : storage.type === "redis"
+    ? "redis"
+    : "memory"
   const relay = config.relay
   const relayText = relay.type === "maildir"
     ? `maildir ${relay.path}`
