@@ -25,4 +25,9 @@ describe("README", () => {
     const readme = readFileSync(`${root}README.md`, "utf8")
     expect(readme).toContain(readFileSync(`${root}examples/embed-node.ts`, "utf8").trim())
   })
+
+  it("shows the Deno embedding example verbatim (deno check and a Deno test run it)", () => {
+    const readme = readFileSync(`${root}README.md`, "utf8")
+    expect(readme).toContain(readFileSync(`${root}examples/embed-deno.ts`, "utf8").trim())
+  })
 })

@@ -74,15 +74,17 @@ describe("Config: the embedded default", () => {
       forward: []
     })
     expect(c.relay).toEqual({ type: "maildir", path: "./var/mail", folders: "per_recipient" })
-    expect(c.http).toBeUndefined()
+    expect(c.http?.listen).toEqual([{ _tag: "Tcp", host: "127.0.0.1", port: 8025, text: "127.0.0.1:8025" }])
+    expect([c.http?.path, c.http?.json_path, c.http?.require_auth]).toEqual(["/", "/send", false])
   })
 
-  it("is what an empty file, an empty object and null decode to", () => {
-    expect(ok(Config.decode({}))).toEqual(Config.embeddedDefault)
-    expect(ok(Config.decode(null))).toEqual(Config.embeddedDefault)
-    expect(ok(Config.parse("", "yaml"))).toEqual(Config.embeddedDefault)
-    expect(ok(Config.parse("# only a comment\n", "yaml"))).toEqual(Config.embeddedDefault)
-    expect(ok(Config.parse("{}", "json"))).toEqual(Config.embeddedDefault)
+  it("is an empty file plus the HTTP edge; an empty file, an empty object and null decode alike", () => {
+    const { http: _http, ...withoutHttp } = Config.embeddedDefault
+    for (const empty of [Config.decode({}), Config.decode(null), Config.parse("", "yaml"), Config.parse("# only a comment\n", "yaml"), Config.parse("{}", "json")]) {
+      const { http, ...rest } = ok(empty)
+      expect(http).toBeUndefined()
+      expect(rest).toEqual(withoutHttp)
+    }
   })
 
   it("fills defaults inside a partly written section", () => {
@@ -657,7 +659,7 @@ describe("Config: helpers", () => {
   })
 
   it("summary is one line describing listeners, queue, relay and HTTP", () => {
-    expect(Config.summary(Config.embeddedDefault)).toBe("SMTP 127.0.0.1:2525; queue disk ./var/queue; relay maildir ./var/mail")
+    expect(Config.summary(Config.embeddedDefault)).toBe("SMTP 127.0.0.1:2525; queue disk ./var/queue; relay maildir ./var/mail; HTTP 127.0.0.1:8025")
     expect(Config.summary(ok(Config.parse(example("submission.yaml"), "yaml")))).toBe(
       "SMTP [::]:587 (STARTTLS) auth required; SMTP [::]:465 (TLS) auth required; queue disk /var/spool/mailroom; relay mx"
     )

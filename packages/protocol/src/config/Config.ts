@@ -632,9 +632,16 @@ export const formatOf = (fileName: string): "yaml" | "json" | undefined => {
   return lower.endsWith(".yaml") || lower.endsWith(".yml") ? "yaml" : lower.endsWith(".json") ? "json" : undefined
 }
 
-/** The config used when no file is given: SMTP on 127.0.0.1:2525, a disk queue under ./var, Maildir delivery into ./var/mail. */
+/**
+ * The config used when no file is given: SMTP on 127.0.0.1:2525, the HTTP
+ * edge on 127.0.0.1:8025 (slimta's protocol on `/`, JSON on `/send`), a disk
+ * queue under ./var, Maildir delivery into ./var/mail. (An empty config file
+ * is the schema's defaults: the same, without the HTTP edge.)
+ */
+export const embeddedDefaultInput = { http: { json_path: "/send" } } as const
+
 export const embeddedDefault: Config = (() => {
-  const r = decode({})
+  const r = decode(embeddedDefaultInput)
   if (Result.isFailure(r)) throw new Error(`embedded default config is invalid: ${r.failure.message}`)
   return r.success
 })()
