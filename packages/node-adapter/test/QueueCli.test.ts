@@ -388,7 +388,7 @@ describe("mailroom queue: configs, missing queues and usage", () => {
     await withStorage(dir, (s) => s.write(e, { nextAttemptAt: 0 }))
     const r = await mailroom(["queue", "list"], { cwd })
     expect(r.code).toBe(0)
-    expect(r.stdout).toMatch(new RegExp(`^${e.id}  age 0s  size 17 B  from <a@example\\.org>\\n  attempts 0, next attempt now\\n  pending    <b@example\\.org>\\n\\n1 message, 0 held\\n$`))
+    expect(r.stdout).toMatch(new RegExp(`^${e.id}  age [0-9]s  size 17 B  from <a@example\\.org>\\n  attempts 0, next attempt now\\n  pending    <b@example\\.org>\\n\\n1 message, 0 held\\n$`))
   })
 
   it("a queue that does not exist is an error, and nothing is created", async () => {
