@@ -34,36 +34,22 @@
  */
 import { Effect, Layer, Result } from "effect"
 import type * as Envelope from "@mailroom/protocol/envelope/Envelope"
+import * as DiskLayout from "@mailroom/protocol/queue/DiskLayout"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 
-/** Options of `make` and `layer`. */
-export interface Options {
-  /** The queue directory; created when missing. */
-  readonly directory: string
-  /** A lock file older than this is taken as left over by a crash (default 30 000 ms). */
-  readonly lockStaleMs?: number | undefined
-  /** How long an update waits for a busy lock before failing with `Io` (default 10 000 ms). */
-  readonly lockWaitMs?: number | undefined
-}
-
-const LAYOUT = { format: "mailroom-queue", v: 1 } as const
+/** Options of `make` and `layer` (see `DiskLayout.Options`). */
+export type Options = DiskLayout.Options
 
 // --- small file-system helpers ----------------------------------------------
 
-const codeOf = (e: unknown): string | undefined =>
-  typeof e === "object" && e !== null && typeof (e as { code?: unknown }).code === "string" ? (e as { code: string }).code : undefined
+const codeOf = DiskLayout.codeOf
 
 const isMissing = (e: unknown): boolean => e instanceof Deno.errors.NotFound || codeOf(e) === "ENOENT"
 const isTaken = (e: unknown): boolean => e instanceof Deno.errors.AlreadyExists || codeOf(e) === "EEXIST"
 
-/** Maps a thrown value to a `StorageError`: ENOSPC/EDQUOT → `Full`, anything else → `Io`. */
-const toError = (operation: string, id: string | undefined, e: unknown): QueueStorage.StorageError => {
-  if (e instanceof QueueStorage.StorageError) return e
-  const code = codeOf(e)
-  const detail = e instanceof Error ? e.message : String(e)
-  const full = code === "ENOSPC" || code === "EDQUOT" || /No space left on device|Disk quota exceeded/i.test(detail)
-  return QueueStorage.error(full ? "Full" : "Io", operation, id, detail, e)
-}
+/** Maps a thrown value to a `StorageError`: ENOSPC/EDQUOT (by code or message) → `Full`, anything else → `Io`. */
+const toError = (operation: string, id: string | undefined, e: unknown): QueueStorage.StorageError =>
+  DiskLayout.toError(operation, id, e, codeOf(e), true)
 
 const join = (...parts: ReadonlyArray<string>): string => parts.join("/").replace(/\/{2,}/g, "/")
 
@@ -105,34 +91,6 @@ const fsyncDir = async (dir: string): Promise<void> => {
   }
 }
 
-/** Group commit of one directory's fsync (see `DiskStorage`): late callers wait for the next fsync. */
-class DirSync {
-  readonly dir: string
-  private running = false
-  private waiting: Array<{ resolve: () => void; reject: (e: unknown) => void }> = []
-  constructor(dir: string) {
-    this.dir = dir
-  }
-  sync(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject })
-      if (!this.running) this.run()
-    })
-  }
-  private run(): void {
-    const batch = this.waiting
-    this.waiting = []
-    this.running = true
-    fsyncDir(this.dir).then(
-      () => batch.forEach((w) => w.resolve()),
-      (e) => batch.forEach((w) => w.reject(e))
-    ).finally(() => {
-      this.running = false
-      if (this.waiting.length > 0) this.run()
-    })
-  }
-}
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 const pidAlive = (pid: number): boolean => {
@@ -146,10 +104,6 @@ const pidAlive = (pid: number): boolean => {
     return false
   }
 }
-
-const ID_FILE = /^([0-9A-Za-z_-]{1,128})\.(eml|json)$/
-const TMP_FILE = /^([0-9A-Za-z_-]{1,128})\.(\d+)\.[0-9a-z]+\.(eml|json)$/
-const DAY = 24 * 3600 * 1000
 
 let counter = 0
 
@@ -175,35 +129,24 @@ interface Warning {
 export const make = (options: Options): Effect.Effect<QueueStorage.Service, QueueStorage.StorageError> =>
   Effect.gen(function*() {
     const root = resolvePath(options.directory)
-    const dirs = {
-      messages: join(root, "messages"),
-      meta: join(root, "meta"),
-      tmp: join(root, "tmp"),
-      lock: join(root, "lock"),
-      corrupt: join(root, "corrupt")
-    }
-    const syncs = { messages: new DirSync(dirs.messages), meta: new DirSync(dirs.meta), corrupt: new DirSync(dirs.corrupt) }
-    const staleMs = options.lockStaleMs ?? 30_000
-    const waitMs = options.lockWaitMs ?? 10_000
-    const bodyPath = (id: string) => join(dirs.messages, `${id}.eml`)
-    const metaPath = (id: string) => join(dirs.meta, `${id}.json`)
-    const tmpPath = (id: string, ext: "eml" | "json") => join(dirs.tmp, `${id}.${Deno.pid}.${(counter++).toString(36)}.${ext}`)
+    const layout = DiskLayout.paths(root, join)
+    const dirs = layout.dirs
+    const groupCommit = (dir: string) => new DiskLayout.GroupCommit(() => fsyncDir(dir))
+    const syncs = { messages: groupCommit(dirs.messages), meta: groupCommit(dirs.meta), corrupt: groupCommit(dirs.corrupt) }
+    const staleMs = options.lockStaleMs ?? DiskLayout.defaultLockStaleMs
+    const waitMs = options.lockWaitMs ?? DiskLayout.defaultLockWaitMs
+    const bodyPath = layout.body
+    const metaPath = layout.record
+    const tmpPath = (id: string, ext: "eml" | "json") => layout.tmp(id, Deno.pid, counter++, ext)
 
     const io = <A>(operation: string, id: string | undefined, f: () => Promise<A>) =>
       Effect.uninterruptible(Effect.tryPromise({ try: f, catch: (e) => toError(operation, id, e) }))
 
-    const notFound = (operation: string, id: string) => QueueStorage.error("NotFound", operation, id, "no such message")
+    const notFound = DiskLayout.notFound
 
     const decode = (operation: string, id: string, text: string, body?: Uint8Array): QueueStorage.Stored => {
-      let u: unknown
-      try {
-        u = JSON.parse(text)
-      } catch {
-        throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: not valid JSON`)
-      }
-      const r = QueueStorage.decodeRecord(u, body)
-      if (Result.isFailure(r)) throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: ${r.failure.detail}`)
-      if (r.success.meta.id !== id) throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: holds id ${r.success.meta.id}`)
+      const r = DiskLayout.decodeRecord(operation, id, metaPath(id), text, body)
+      if (Result.isFailure(r)) throw r.failure
       return r.success
     }
 
@@ -218,15 +161,15 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
     /** Moves the record and the body of `id` (whichever exist) to `corrupt/`. */
     const quarantine = async (id: string): Promise<void> => {
       const stamp = Date.now()
-      await ignoreMissing(Deno.rename(metaPath(id), join(dirs.corrupt, `${id}.${stamp}.json`)))
-      await ignoreMissing(Deno.rename(bodyPath(id), join(dirs.corrupt, `${id}.${stamp}.eml`)))
+      await ignoreMissing(Deno.rename(metaPath(id), layout.quarantine(id, stamp, "json")))
+      await ignoreMissing(Deno.rename(bodyPath(id), layout.quarantine(id, stamp, "eml")))
       await Promise.all([syncs.corrupt.sync(), syncs.meta.sync(), syncs.messages.sync()])
     }
 
     // --- locks: in-process queue per id, then an O_EXCL lock file -------------
 
-    const queues = new Map<string, Promise<void>>()
-    const lockPath = (id: string) => join(dirs.lock, `${id}.lock`)
+    const queues = new DiskLayout.KeyedQueue()
+    const lockPath = layout.lock
 
     const acquireFile = async (operation: string, id: string): Promise<void> => {
       const file = lockPath(id)
@@ -242,7 +185,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
           if (!isTaken(e)) throw e
         }
         const [stat, owner] = await Promise.all([statQuietly(file), Deno.readTextFile(file).catch(() => "")])
-        if (stat !== undefined && (Date.now() - mtimeMs(stat) > staleMs || (owner !== "" && !pidAlive(Number(owner))))) {
+        if (stat !== undefined && DiskLayout.lockIsStale(Date.now() - mtimeMs(stat), owner, staleMs, pidAlive, false)) {
           await unlinkQuietly(file)
           continue
         }
@@ -251,24 +194,15 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       }
     }
 
-    const withLock = async <A>(operation: string, id: string, f: () => Promise<A>): Promise<A> => {
-      const previous = queues.get(id) ?? Promise.resolve()
-      let done!: () => void
-      const mine = previous.then(() => new Promise<void>((resolve) => (done = resolve)))
-      queues.set(id, mine)
-      await previous
-      try {
+    const withLock = <A>(operation: string, id: string, f: () => Promise<A>): Promise<A> =>
+      queues.run(id, async () => {
         await acquireFile(operation, id)
         try {
           return await f()
         } finally {
           await unlinkQuietly(lockPath(id))
         }
-      } finally {
-        done()
-        if (queues.get(id) === mine) queues.delete(id)
-      }
-    }
+      })
 
     // --- operations --------------------------------------------------------
 
@@ -285,7 +219,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
         try {
           const results = await Promise.allSettled([
             writeDurable(tmpBody, envelope.message),
-            writeDurable(tmpMeta, JSON.stringify(QueueStorage.encodeRecord(envelope, meta)))
+            writeDurable(tmpMeta, DiskLayout.encodeRecord(envelope, meta))
           ])
           for (const r of results) if (r.status === "rejected") throw r.reason
           await Deno.rename(tmpBody, bodyPath(id))
@@ -325,10 +259,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
     const list = () =>
       Effect.flatMap(
         io("list", undefined, async () => {
-          const ids = (await readDirNames(dirs.meta)).flatMap((n) => {
-            const m = ID_FILE.exec(n)
-            return m !== null && m[2] === "json" ? [m[1]!] : []
-          })
+          const ids = DiskLayout.idsOf(await readDirNames(dirs.meta), "json")
           const metas: Array<QueueStorage.Meta> = []
           const warnings: Array<Warning> = []
           for (let i = 0; i < ids.length; i += 64) {
@@ -345,7 +276,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
               } catch (e) {
                 if (!(e instanceof QueueStorage.StorageError)) throw e
                 await quarantine(id)
-                warnings.push({ message: `${e.message}; moved to ${dirs.corrupt}` })
+                warnings.push({ message: DiskLayout.listWarning(e, dirs.corrupt) })
               }
             }))
           }
@@ -366,7 +297,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
           if (next === undefined) return value
           const tmp = tmpPath(id, "json")
           try {
-            await writeDurable(tmp, JSON.stringify(QueueStorage.encodeRecord(stored.envelope, next)))
+            await writeDurable(tmp, DiskLayout.encodeRecord(stored.envelope, next))
             await Deno.rename(tmp, metaPath(id))
           } catch (e) {
             await unlinkQuietly(tmp)
@@ -395,49 +326,33 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       const warnings: Array<Warning> = []
       await Deno.mkdir(root, { recursive: true })
       for (const d of Object.values(dirs)) await Deno.mkdir(d, { recursive: true })
-      const layoutFile = join(root, "layout.json")
-      let layout: string | undefined
+      let layoutText: string | undefined
       try {
-        layout = await Deno.readTextFile(layoutFile)
+        layoutText = await Deno.readTextFile(layout.layoutFile)
       } catch (e) {
         if (!isMissing(e)) throw e
       }
-      if (layout === undefined) {
-        const tmp = join(dirs.tmp, `layout.${Deno.pid}.${(counter++).toString(36)}.json`)
-        await writeDurable(tmp, JSON.stringify(LAYOUT) + "\n")
-        await Deno.rename(tmp, layoutFile)
-      } else {
-        let v: unknown
-        try {
-          v = JSON.parse(layout)
-        } catch {
-          v = undefined
-        }
-        if (typeof v !== "object" || v === null || (v as { v?: unknown }).v !== 1 || (v as { format?: unknown }).format !== LAYOUT.format) {
-          throw QueueStorage.error("Corrupt", "open", undefined, `${layoutFile}: not a version 1 mailroom queue (${layout.slice(0, 80)})`)
-        }
+      if (layoutText === undefined) {
+        const tmp = layout.layoutTmp(Deno.pid, counter++)
+        await writeDurable(tmp, DiskLayout.layoutText)
+        await Deno.rename(tmp, layout.layoutFile)
+      } else if (!DiskLayout.isLayout(layoutText)) {
+        throw DiskLayout.layoutError(layout.layoutFile, layoutText)
       }
       await fsyncDir(root)
 
       // bodies are listed before records: a body renamed in after this listing has its record in tmp/
-      const bodies = (await readDirNames(dirs.messages)).flatMap((n) => {
-        const m = ID_FILE.exec(n)
-        return m !== null && m[2] === "eml" ? [m[1]!] : []
-      })
-      const records = new Set((await readDirNames(dirs.meta)).flatMap((n) => {
-        const m = ID_FILE.exec(n)
-        return m !== null && m[2] === "json" ? [m[1]!] : []
-      }))
+      const bodies = DiskLayout.idsOf(await readDirNames(dirs.messages), "eml")
+      const records = new Set(DiskLayout.idsOf(await readDirNames(dirs.meta), "json"))
       const writing = new Set<string>() // ids with a record in tmp/ of a live writer
       const now = Date.now()
       for (const name of await readDirNames(dirs.tmp)) {
         const file = join(dirs.tmp, name)
-        const m = TMP_FILE.exec(name) ?? /^layout\.(\d+)\.[0-9a-z]+\.json$/.exec(name)
-        const pid = m === null ? NaN : Number(m[m.length === 4 ? 2 : 1])
         const stat = await statQuietly(file)
         if (stat === undefined) continue
-        if (m !== null && pidAlive(pid) && now - mtimeMs(stat) < DAY) {
-          if (m.length === 4 && m[3] === "json") writing.add(m[1]!)
+        const verdict = DiskLayout.classifyTmp(name, now - mtimeMs(stat), pidAlive)
+        if (verdict._tag === "Keep") {
+          if (verdict.writing !== undefined) writing.add(verdict.writing)
           continue
         }
         await unlinkQuietly(file)
@@ -445,12 +360,11 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       for (const name of await readDirNames(dirs.lock)) {
         const file = join(dirs.lock, name)
         const [stat, owner] = await Promise.all([statQuietly(file), Deno.readTextFile(file).catch(() => "")])
-        if (stat !== undefined && (now - mtimeMs(stat) > staleMs || !pidAlive(Number(owner)))) await unlinkQuietly(file)
+        if (stat !== undefined && DiskLayout.lockIsStale(now - mtimeMs(stat), owner, staleMs, pidAlive, true)) await unlinkQuietly(file)
       }
 
       let removedBodies = false
-      for (const id of bodies) {
-        if (records.has(id) || writing.has(id)) continue
+      for (const id of DiskLayout.orphanCandidates(bodies, records, writing)) {
         if (await exists(metaPath(id)).catch(() => false)) continue
         await unlinkQuietly(bodyPath(id))
         removedBodies = true
@@ -461,18 +375,10 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
         const text = await Deno.readTextFile(metaPath(id)).catch((e) => (isMissing(e) ? undefined : Promise.reject(e)))
         if (text === undefined) continue
         const size = await Deno.stat(bodyPath(id)).then((s) => s.size, (e) => (isMissing(e) ? undefined : Promise.reject(e)))
-        let problem: string | undefined
-        try {
-          const stored = decode("open", id, text)
-          if (size === undefined) problem = `${bodyPath(id)} is missing`
-          else if (size !== stored.meta.size) problem = `${bodyPath(id)} has ${size} bytes, the record says ${stored.meta.size}`
-        } catch (e) {
-          if (!(e instanceof QueueStorage.StorageError)) throw e
-          problem = e.detail
-        }
+        const problem = DiskLayout.recordProblem(id, metaPath(id), text, bodyPath(id), size)
         if (problem !== undefined) {
           await quarantine(id)
-          warnings.push({ message: `QueueStorage: ${problem}; moved message ${id} to ${dirs.corrupt}` })
+          warnings.push({ message: DiskLayout.recoveryWarning(problem, id, dirs.corrupt) })
         }
       }
       return warnings

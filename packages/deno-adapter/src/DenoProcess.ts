@@ -33,52 +33,17 @@ export interface DenoProcessOptions {
   readonly closeGraceMs?: number
 }
 
-const minimalEnv = (): Record<string, string> => {
-  const env: Record<string, string> = {}
-  for (const k of ["PATH", "HOME", "LANG", "TZ"]) {
-    const v = Deno.env.get(k)
-    if (v !== undefined) env[k] = v
-  }
-  if (env["PATH"] === undefined) env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-  return env
-}
-
-class Collector {
-  readonly chunks: Array<Uint8Array> = []
-  size = 0
-  readonly limit: number
-  constructor(limit: number) {
-    this.limit = limit
-  }
-  push(chunk: Uint8Array): void {
-    const room = this.limit - this.size
-    if (room <= 0) return
-    const part = chunk.length <= room ? chunk : chunk.subarray(0, room)
-    this.chunks.push(part)
-    this.size += part.length
-  }
-  bytes(): Uint8Array {
-    const out = new Uint8Array(this.size)
-    let o = 0
-    for (const c of this.chunks) {
-      out.set(c, o)
-      o += c.length
-    }
-    return out
-  }
-}
-
 const spawnErrorOf = (command: string, e: unknown): ProcessSpawner.SpawnError =>
-  new ProcessSpawner.SpawnError({
-    reason: e instanceof Deno.errors.NotFound
+  ProcessSpawner.spawnError(
+    command,
+    e instanceof Deno.errors.NotFound
       ? "NotFound"
       : e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable
       ? "PermissionDenied"
       : "Unknown",
-    command,
-    message: `cannot run ${command}: ${e instanceof Error ? e.message : String(e)}`,
-    cause: e
-  })
+    e instanceof Error ? e.message : String(e),
+    e
+  )
 
 const killGroup = (child: Deno.ChildProcess): void => {
   try {
@@ -94,7 +59,7 @@ const killGroup = (child: Deno.ChildProcess): void => {
 }
 
 /** Reads a stream to its end into `into`; resolves when it ends (or fails). */
-const drain = async (stream: ReadableStream<Uint8Array>, into: Collector): Promise<void> => {
+const drain = async (stream: ReadableStream<Uint8Array>, into: ProcessSpawner.OutputCollector): Promise<void> => {
   const reader = stream.getReader()
   try {
     for (;;) {
@@ -117,8 +82,8 @@ export const spawn = (
   Effect.callback<ProcessSpawner.SpawnResult, ProcessSpawner.SpawnError>((resume) => {
     const closeGraceMs = options.closeGraceMs ?? 2_000
     const limit = request.maxOutputBytes ?? ProcessSpawner.maxOutputBytes
-    const stdout = new Collector(limit)
-    const stderr = new Collector(limit)
+    const stdout = new ProcessSpawner.OutputCollector(limit)
+    const stderr = new ProcessSpawner.OutputCollector(limit)
     let child: Deno.ChildProcess
     try {
       child = new Deno.Command(request.command, {
@@ -127,7 +92,7 @@ export const spawn = (
         stdout: "piped",
         stderr: "piped",
         clearEnv: true,
-        env: request.env !== undefined ? { ...request.env } : minimalEnv(),
+        env: ProcessSpawner.environmentOf(request, (k) => Deno.env.get(k)),
         ...(request.cwd !== undefined ? { cwd: request.cwd } : {}),
         detached: true
       }).spawn()
@@ -159,11 +124,7 @@ export const spawn = (
     const settle = (force: boolean) => {
       if (exit === undefined || (!outputDone && !force)) return
       if (!outputDone) stopStreams()
-      const out = stdout.bytes()
-      const err = stderr.bytes()
-      if (timedOut) finish({ _tag: "TimedOut", stdout: out, stderr: err })
-      else if (exit.signal !== null) finish({ _tag: "Signaled", signal: exit.signal, stdout: out, stderr: err })
-      else finish({ _tag: "Exited", exitCode: exit.code, stdout: out, stderr: err })
+      finish(ProcessSpawner.resultOf(timedOut, exit.code, exit.signal, stdout.bytes(), stderr.bytes()))
     }
 
     Promise.all([drain(child.stdout, stdout), drain(child.stderr, stderr)]).then(() => {

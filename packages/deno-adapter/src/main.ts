@@ -23,6 +23,7 @@ import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import * as Scope from "effect/Scope"
 import type * as Envelope from "@mailroom/protocol/envelope/Envelope"
+import * as DiskLayout from "@mailroom/protocol/queue/DiskLayout"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 import type * as Config from "@mailroom/protocol/config/Config"
 import * as Cli from "@mailroom/node/cli/Cli"
@@ -56,14 +57,8 @@ const openDisk = (directory: string): Effect.Effect<Cli.QueueHandle, QueueStorag
           try: () => Deno.readTextFile(file),
           catch: (e) => QueueStorage.error(e instanceof Deno.errors.NotFound ? "NotFound" : "Io", "envelope", id, String(e), e)
         })
-        let u: unknown
-        try {
-          u = JSON.parse(text)
-        } catch {
-          return yield* Effect.fail(QueueStorage.error("Corrupt", "envelope", id, `${file}: not valid JSON`))
-        }
-        const r = QueueStorage.decodeRecord(u)
-        return Result.isFailure(r) ? yield* Effect.fail(r.failure) : r.success.envelope
+        const r = DiskLayout.decodeEnvelope("envelope", id, file, text)
+        return Result.isFailure(r) ? yield* Effect.fail(r.failure) : r.success
       })
     return { location: dir, storage, envelope }
   })

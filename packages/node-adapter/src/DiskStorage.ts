@@ -58,34 +58,21 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { Effect, Layer, Result } from "effect"
 import * as Envelope from "@mailroom/protocol/envelope/Envelope"
+import * as DiskLayout from "@mailroom/protocol/queue/DiskLayout"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 
-/** Options of `make` and `layer`. */
-export interface Options {
-  /** The queue directory; created when missing. */
-  readonly directory: string
-  /** A lock file older than this is taken as left over by a crash (default 30 000 ms). */
-  readonly lockStaleMs?: number | undefined
-  /** How long an update waits for a busy lock before failing with `Io` (default 10 000 ms). */
-  readonly lockWaitMs?: number | undefined
-}
-
-const LAYOUT = { format: "mailroom-queue", v: 1 } as const
+/** Options of `make` and `layer` (see `DiskLayout.Options`). */
+export type Options = DiskLayout.Options
 
 // --- small file-system helpers ----------------------------------------------
 
-const codeOf = (e: unknown): string | undefined =>
-  typeof e === "object" && e !== null && typeof (e as { code?: unknown }).code === "string" ? (e as { code: string }).code : undefined
+const codeOf = DiskLayout.codeOf
 
 const isMissing = (e: unknown) => codeOf(e) === "ENOENT"
 
 /** Maps a thrown value to a `StorageError`: ENOSPC/EDQUOT → `Full`, anything else → `Io`. */
-const toError = (operation: string, id: string | undefined, e: unknown): QueueStorage.StorageError => {
-  if (e instanceof QueueStorage.StorageError) return e
-  const code = codeOf(e)
-  const detail = e instanceof Error ? e.message : String(e)
-  return QueueStorage.error(code === "ENOSPC" || code === "EDQUOT" ? "Full" : "Io", operation, id, detail, e)
-}
+const toError = (operation: string, id: string | undefined, e: unknown): QueueStorage.StorageError =>
+  DiskLayout.toError(operation, id, e, codeOf(e))
 
 const ignoreMissing = (p: Promise<unknown>): Promise<void> =>
   p.then(() => undefined, (e) => {
@@ -118,38 +105,6 @@ const fsyncDir = async (dir: string): Promise<void> => {
   }
 }
 
-/**
- * Group commit of one directory's fsync: a caller that arrives while an
- * fsync runs (which may have started before the caller's rename) waits for
- * the next one, which serves every caller that arrived meanwhile.
- */
-class DirSync {
-  readonly dir: string
-  private running = false
-  private waiting: Array<{ resolve: () => void; reject: (e: unknown) => void }> = []
-  constructor(dir: string) {
-    this.dir = dir
-  }
-  sync(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject })
-      if (!this.running) this.run()
-    })
-  }
-  private run(): void {
-    const batch = this.waiting
-    this.waiting = []
-    this.running = true
-    fsyncDir(this.dir).then(
-      () => batch.forEach((w) => w.resolve()),
-      (e) => batch.forEach((w) => w.reject(e))
-    ).finally(() => {
-      this.running = false
-      if (this.waiting.length > 0) this.run()
-    })
-  }
-}
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 const pidAlive = (pid: number): boolean => {
@@ -162,10 +117,6 @@ const pidAlive = (pid: number): boolean => {
     return codeOf(e) === "EPERM"
   }
 }
-
-const ID_FILE = /^([0-9A-Za-z_-]{1,128})\.(eml|json)$/
-const TMP_FILE = /^([0-9A-Za-z_-]{1,128})\.(\d+)\.[0-9a-z]+\.(eml|json)$/
-const DAY = 24 * 3600 * 1000
 
 let counter = 0
 
@@ -186,35 +137,24 @@ interface Warning {
 export const make = (options: Options): Effect.Effect<QueueStorage.Service, QueueStorage.StorageError> =>
   Effect.gen(function*() {
     const root = path.resolve(options.directory)
-    const dirs = {
-      messages: path.join(root, "messages"),
-      meta: path.join(root, "meta"),
-      tmp: path.join(root, "tmp"),
-      lock: path.join(root, "lock"),
-      corrupt: path.join(root, "corrupt")
-    }
-    const syncs = { messages: new DirSync(dirs.messages), meta: new DirSync(dirs.meta), corrupt: new DirSync(dirs.corrupt) }
-    const staleMs = options.lockStaleMs ?? 30_000
-    const waitMs = options.lockWaitMs ?? 10_000
-    const bodyPath = (id: string) => path.join(dirs.messages, `${id}.eml`)
-    const metaPath = (id: string) => path.join(dirs.meta, `${id}.json`)
-    const tmpPath = (id: string, ext: "eml" | "json") => path.join(dirs.tmp, `${id}.${process.pid}.${(counter++).toString(36)}.${ext}`)
+    const layout = DiskLayout.paths(root, path.join)
+    const dirs = layout.dirs
+    const groupCommit = (dir: string) => new DiskLayout.GroupCommit(() => fsyncDir(dir))
+    const syncs = { messages: groupCommit(dirs.messages), meta: groupCommit(dirs.meta), corrupt: groupCommit(dirs.corrupt) }
+    const staleMs = options.lockStaleMs ?? DiskLayout.defaultLockStaleMs
+    const waitMs = options.lockWaitMs ?? DiskLayout.defaultLockWaitMs
+    const bodyPath = layout.body
+    const metaPath = layout.record
+    const tmpPath = (id: string, ext: "eml" | "json") => layout.tmp(id, process.pid, counter++, ext)
 
     const io = <A>(operation: string, id: string | undefined, f: () => Promise<A>) =>
       Effect.uninterruptible(Effect.tryPromise({ try: f, catch: (e) => toError(operation, id, e) }))
 
-    const notFound = (operation: string, id: string) => QueueStorage.error("NotFound", operation, id, "no such message")
+    const notFound = DiskLayout.notFound
 
     const decode = (operation: string, id: string, text: string, body?: Uint8Array): QueueStorage.Stored => {
-      let u: unknown
-      try {
-        u = JSON.parse(text)
-      } catch {
-        throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: not valid JSON`)
-      }
-      const r = QueueStorage.decodeRecord(u, body)
-      if (Result.isFailure(r)) throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: ${r.failure.detail}`)
-      if (r.success.meta.id !== id) throw QueueStorage.error("Corrupt", operation, id, `${metaPath(id)}: holds id ${r.success.meta.id}`)
+      const r = DiskLayout.decodeRecord(operation, id, metaPath(id), text, body)
+      if (Result.isFailure(r)) throw r.failure
       return r.success
     }
 
@@ -229,15 +169,15 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
     /** Moves the record and the body of `id` (whichever exist) to `corrupt/`. */
     const quarantine = async (id: string): Promise<void> => {
       const stamp = Date.now()
-      await ignoreMissing(fs.rename(metaPath(id), path.join(dirs.corrupt, `${id}.${stamp}.json`)))
-      await ignoreMissing(fs.rename(bodyPath(id), path.join(dirs.corrupt, `${id}.${stamp}.eml`)))
+      await ignoreMissing(fs.rename(metaPath(id), layout.quarantine(id, stamp, "json")))
+      await ignoreMissing(fs.rename(bodyPath(id), layout.quarantine(id, stamp, "eml")))
       await Promise.all([syncs.corrupt.sync(), syncs.meta.sync(), syncs.messages.sync()])
     }
 
     // --- locks: in-process queue per id, then an O_EXCL lock file -------------
 
-    const queues = new Map<string, Promise<void>>()
-    const lockPath = (id: string) => path.join(dirs.lock, `${id}.lock`)
+    const queues = new DiskLayout.KeyedQueue()
+    const lockPath = layout.lock
 
     const acquireFile = async (operation: string, id: string): Promise<void> => {
       const file = lockPath(id)
@@ -256,8 +196,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
           fs.stat(file).catch(() => undefined),
           fs.readFile(file, "utf8").catch(() => "")
         ])
-        const pid = Number(owner)
-        if (stat !== undefined && (Date.now() - stat.mtimeMs > staleMs || (owner !== "" && !pidAlive(pid)))) {
+        if (stat !== undefined && DiskLayout.lockIsStale(Date.now() - stat.mtimeMs, owner, staleMs, pidAlive, false)) {
           await unlinkQuietly(file)
           continue
         }
@@ -266,24 +205,15 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       }
     }
 
-    const withLock = async <A>(operation: string, id: string, f: () => Promise<A>): Promise<A> => {
-      const previous = queues.get(id) ?? Promise.resolve()
-      let done!: () => void
-      const mine = previous.then(() => new Promise<void>((resolve) => (done = resolve)))
-      queues.set(id, mine)
-      await previous
-      try {
+    const withLock = <A>(operation: string, id: string, f: () => Promise<A>): Promise<A> =>
+      queues.run(id, async () => {
         await acquireFile(operation, id)
         try {
           return await f()
         } finally {
           await unlinkQuietly(lockPath(id))
         }
-      } finally {
-        done()
-        if (queues.get(id) === mine) queues.delete(id)
-      }
-    }
+      })
 
     // --- operations --------------------------------------------------------
 
@@ -302,7 +232,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
         try {
           const results = await Promise.allSettled([
             writeDurable(tmpBody, envelope.message),
-            writeDurable(tmpMeta, JSON.stringify(QueueStorage.encodeRecord(envelope, meta)))
+            writeDurable(tmpMeta, DiskLayout.encodeRecord(envelope, meta))
           ])
           for (const r of results) if (r.status === "rejected") throw r.reason
           // the body becomes visible before the record; both directories are
@@ -344,11 +274,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
     const list = () =>
       Effect.flatMap(
         io("list", undefined, async () => {
-          const names = await fs.readdir(dirs.meta)
-          const ids = names.flatMap((n) => {
-            const m = ID_FILE.exec(n)
-            return m !== null && m[2] === "json" ? [m[1]!] : []
-          })
+          const ids = DiskLayout.idsOf(await fs.readdir(dirs.meta), "json")
           const metas: Array<QueueStorage.Meta> = []
           const warnings: Array<Warning> = []
           for (let i = 0; i < ids.length; i += 64) {
@@ -365,7 +291,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
               } catch (e) {
                 if (!(e instanceof QueueStorage.StorageError)) throw e
                 await quarantine(id)
-                warnings.push({ message: `${e.message}; moved to ${dirs.corrupt}` })
+                warnings.push({ message: DiskLayout.listWarning(e, dirs.corrupt) })
               }
             }))
           }
@@ -385,7 +311,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
           if (next === undefined) return value
           const tmp = tmpPath(id, "json")
           try {
-            await writeDurable(tmp, JSON.stringify(QueueStorage.encodeRecord(stored.envelope, next)))
+            await writeDurable(tmp, DiskLayout.encodeRecord(stored.envelope, next))
             await fs.rename(tmp, metaPath(id))
           } catch (e) {
             await unlinkQuietly(tmp)
@@ -415,49 +341,33 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       const warnings: Array<Warning> = []
       await fs.mkdir(root, { recursive: true })
       for (const d of Object.values(dirs)) await fs.mkdir(d, { recursive: true })
-      const layoutFile = path.join(root, "layout.json")
-      let layout: string | undefined
+      let layoutText: string | undefined
       try {
-        layout = await fs.readFile(layoutFile, "utf8")
+        layoutText = await fs.readFile(layout.layoutFile, "utf8")
       } catch (e) {
         if (!isMissing(e)) throw e
       }
-      if (layout === undefined) {
-        const tmp = path.join(dirs.tmp, `layout.${process.pid}.${(counter++).toString(36)}.json`)
-        await writeDurable(tmp, JSON.stringify(LAYOUT) + "\n")
-        await fs.rename(tmp, layoutFile)
-      } else {
-        let v: unknown
-        try {
-          v = JSON.parse(layout)
-        } catch {
-          v = undefined
-        }
-        if (typeof v !== "object" || v === null || (v as { v?: unknown }).v !== 1 || (v as { format?: unknown }).format !== LAYOUT.format) {
-          throw QueueStorage.error("Corrupt", "open", undefined, `${layoutFile}: not a version 1 mailroom queue (${layout.slice(0, 80)})`)
-        }
+      if (layoutText === undefined) {
+        const tmp = layout.layoutTmp(process.pid, counter++)
+        await writeDurable(tmp, DiskLayout.layoutText)
+        await fs.rename(tmp, layout.layoutFile)
+      } else if (!DiskLayout.isLayout(layoutText)) {
+        throw DiskLayout.layoutError(layout.layoutFile, layoutText)
       }
       await fsyncDir(root)
 
       // the order of these listings matters, see the orphan check below
-      const bodies = (await fs.readdir(dirs.messages)).flatMap((n) => {
-        const m = ID_FILE.exec(n)
-        return m !== null && m[2] === "eml" ? [m[1]!] : []
-      })
-      const records = new Set((await fs.readdir(dirs.meta)).flatMap((n) => {
-        const m = ID_FILE.exec(n)
-        return m !== null && m[2] === "json" ? [m[1]!] : []
-      }))
+      const bodies = DiskLayout.idsOf(await fs.readdir(dirs.messages), "eml")
+      const records = new Set(DiskLayout.idsOf(await fs.readdir(dirs.meta), "json"))
       const writing = new Set<string>() // ids with a record in tmp/ of a live writer
       const now = Date.now()
       for (const name of await fs.readdir(dirs.tmp)) {
         const file = path.join(dirs.tmp, name)
-        const m = TMP_FILE.exec(name) ?? /^layout\.(\d+)\.[0-9a-z]+\.json$/.exec(name)
-        const pid = m === null ? NaN : Number(m[m.length === 4 ? 2 : 1])
         const stat = await fs.stat(file).catch(() => undefined)
         if (stat === undefined) continue
-        if (m !== null && pidAlive(pid) && now - stat.mtimeMs < DAY) {
-          if (m.length === 4 && m[3] === "json") writing.add(m[1]!)
+        const verdict = DiskLayout.classifyTmp(name, now - stat.mtimeMs, pidAlive)
+        if (verdict._tag === "Keep") {
+          if (verdict.writing !== undefined) writing.add(verdict.writing)
           continue
         }
         await unlinkQuietly(file)
@@ -467,14 +377,13 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       for (const name of await fs.readdir(dirs.lock)) {
         const file = path.join(dirs.lock, name)
         const [stat, owner] = await Promise.all([fs.stat(file).catch(() => undefined), fs.readFile(file, "utf8").catch(() => "")])
-        if (stat !== undefined && (now - stat.mtimeMs > staleMs || !pidAlive(Number(owner)))) await unlinkQuietly(file)
+        if (stat !== undefined && DiskLayout.lockIsStale(now - stat.mtimeMs, owner, staleMs, pidAlive, true)) await unlinkQuietly(file)
       }
 
       // a body without a record was never acknowledged; a live writer's record
       // is in tmp/ from before its body rename until its commit
       let removedBodies = false
-      for (const id of bodies) {
-        if (records.has(id) || writing.has(id)) continue
+      for (const id of DiskLayout.orphanCandidates(bodies, records, writing)) {
         if (await fs.access(metaPath(id)).then(() => true, () => false)) continue
         await unlinkQuietly(bodyPath(id))
         removedBodies = true
@@ -485,18 +394,10 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
         const text = await fs.readFile(metaPath(id), "utf8").catch((e) => (isMissing(e) ? undefined : Promise.reject(e)))
         if (text === undefined) continue
         const size = await fs.stat(bodyPath(id)).then((s) => s.size, (e) => (isMissing(e) ? undefined : Promise.reject(e)))
-        let problem: string | undefined
-        try {
-          const stored = decode("open", id, text)
-          if (size === undefined) problem = `${bodyPath(id)} is missing`
-          else if (size !== stored.meta.size) problem = `${bodyPath(id)} has ${size} bytes, the record says ${stored.meta.size}`
-        } catch (e) {
-          if (!(e instanceof QueueStorage.StorageError)) throw e
-          problem = e.detail
-        }
+        const problem = DiskLayout.recordProblem(id, metaPath(id), text, bodyPath(id), size)
         if (problem !== undefined) {
           await quarantine(id)
-          warnings.push({ message: `QueueStorage: ${problem}; moved message ${id} to ${dirs.corrupt}` })
+          warnings.push({ message: DiskLayout.recoveryWarning(problem, id, dirs.corrupt) })
         }
       }
       return warnings

@@ -33,48 +33,13 @@ export interface NodeProcessOptions {
   readonly closeGraceMs?: number
 }
 
-const minimalEnv = (): Record<string, string> => {
-  const env: Record<string, string> = {}
-  for (const k of ["PATH", "HOME", "LANG", "TZ"]) {
-    const v = process.env[k]
-    if (v !== undefined) env[k] = v
-  }
-  if (env["PATH"] === undefined) env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-  return env
-}
-
-class Collector {
-  readonly chunks: Array<Uint8Array> = []
-  size = 0
-  readonly limit: number
-  constructor(limit: number) {
-    this.limit = limit
-  }
-  push(chunk: Uint8Array): void {
-    const room = this.limit - this.size
-    if (room <= 0) return
-    const part = chunk.length <= room ? chunk : chunk.subarray(0, room)
-    this.chunks.push(new Uint8Array(part))
-    this.size += part.length
-  }
-  bytes(): Uint8Array {
-    const out = new Uint8Array(this.size)
-    let o = 0
-    for (const c of this.chunks) {
-      out.set(c, o)
-      o += c.length
-    }
-    return out
-  }
-}
-
 const spawnErrorOf = (command: string, err: NodeJS.ErrnoException): ProcessSpawner.SpawnError =>
-  new ProcessSpawner.SpawnError({
-    reason: err.code === "ENOENT" ? "NotFound" : err.code === "EACCES" || err.code === "EPERM" ? "PermissionDenied" : "Unknown",
+  ProcessSpawner.spawnError(
     command,
-    message: `cannot run ${command}: ${err.code ?? err.message}`,
-    cause: err
-  })
+    err.code === "ENOENT" ? "NotFound" : err.code === "EACCES" || err.code === "EPERM" ? "PermissionDenied" : "Unknown",
+    err.code ?? err.message,
+    err
+  )
 
 const killGroup = (child: childProcess.ChildProcess): void => {
   const pid = child.pid
@@ -99,15 +64,15 @@ export const spawn = (
   Effect.callback<ProcessSpawner.SpawnResult, ProcessSpawner.SpawnError>((resume) => {
     const closeGraceMs = options.closeGraceMs ?? 2_000
     const limit = request.maxOutputBytes ?? ProcessSpawner.maxOutputBytes
-    const stdout = new Collector(limit)
-    const stderr = new Collector(limit)
+    const stdout = new ProcessSpawner.OutputCollector(limit)
+    const stderr = new ProcessSpawner.OutputCollector(limit)
     let child: childProcess.ChildProcess
     try {
       child = childProcess.spawn(request.command, [...request.args], {
         shell: false,
         detached: true,
         stdio: ["pipe", "pipe", "pipe"],
-        env: request.env !== undefined ? { ...request.env } : minimalEnv(),
+        env: ProcessSpawner.environmentOf(request, (k) => process.env[k]),
         ...(request.cwd !== undefined ? { cwd: request.cwd } : {}),
         windowsHide: true
       })
@@ -136,11 +101,7 @@ export const spawn = (
 
     const settle = (): void => {
       if (exit === undefined) return
-      const out = stdout.bytes()
-      const err = stderr.bytes()
-      if (timedOut) finish(Effect.succeed({ _tag: "TimedOut", stdout: out, stderr: err }))
-      else if (exit.code !== null) finish(Effect.succeed({ _tag: "Exited", exitCode: exit.code, stdout: out, stderr: err }))
-      else finish(Effect.succeed({ _tag: "Signaled", signal: exit.signal ?? "unknown", stdout: out, stderr: err }))
+      finish(Effect.succeed(ProcessSpawner.resultOf(timedOut, exit.code, exit.signal, stdout.bytes(), stderr.bytes())))
     }
 
     child.stdout?.on("data", (c: Uint8Array) => stdout.push(c))

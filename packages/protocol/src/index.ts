@@ -52,6 +52,7 @@ export * as Queue from "./queue/Queue.ts"
 export * as QueueStorage from "./queue/QueueStorage.ts"
 export * as DurableQueue from "./queue/DurableQueue.ts"
 export * as Bounce from "./queue/Bounce.ts"
+export * as DiskLayout from "./queue/DiskLayout.ts"
 
 export * as Relay from "./relay/Relay.ts"
 export * as MaildirRelay from "./relay/MaildirRelay.ts"
@@ -70,6 +71,9 @@ export * as SessionPair from "./testing/SessionPair.ts"
 export * as Chunking from "./testing/Chunking.ts"
 
 export * as Config from "./config/Config.ts"
+export * as Rules from "./config/Rules.ts"
+export * as Compose from "./config/Compose.ts"
+export * as UsersFile from "./config/UsersFile.ts"
 export * as Log from "./observability/Log.ts"
 
 export * as Transport from "./edge/Transport.ts"

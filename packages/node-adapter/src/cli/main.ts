@@ -17,6 +17,7 @@ import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type * as Config from "@mailroom/protocol/config/Config"
 import type * as Envelope from "@mailroom/protocol/envelope/Envelope"
+import * as DiskLayout from "@mailroom/protocol/queue/DiskLayout"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 import * as Cli from "./Cli.ts"
 
@@ -40,21 +41,15 @@ const openDisk = (directory: string): Effect.Effect<Cli.QueueHandle, QueueStorag
     const envelope = (id: string): Effect.Effect<Envelope.Envelope, QueueStorage.StorageError> =>
       Effect.gen(function*() {
         if (!QueueStorage.isValidId(id)) return yield* Effect.fail(QueueStorage.error("NotFound", "envelope", id, "not a valid message id"))
-        // DiskStorage's layout: the record of a message is meta/<id>.json (see its module header).
-        const file = path.join(dir, "meta", `${id}.json`)
+        // DiskStorage's layout: the record of a message is meta/<id>.json (see DiskLayout).
+        const file = DiskLayout.paths(dir, path.join).record(id)
         const text = yield* Effect.tryPromise({
           try: () => fs.readFile(file, "utf8"),
           catch: (e) =>
             QueueStorage.error((e as { code?: unknown }).code === "ENOENT" ? "NotFound" : "Io", "envelope", id, String(e), e)
         })
-        let u: unknown
-        try {
-          u = JSON.parse(text)
-        } catch {
-          return yield* Effect.fail(QueueStorage.error("Corrupt", "envelope", id, `${file}: not valid JSON`))
-        }
-        const r = QueueStorage.decodeRecord(u)
-        return Result.isFailure(r) ? yield* Effect.fail(r.failure) : r.success.envelope
+        const r = DiskLayout.decodeEnvelope("envelope", id, file, text)
+        return Result.isFailure(r) ? yield* Effect.fail(r.failure) : r.success
       })
     return { location: dir, storage, envelope }
   })

@@ -87,6 +87,90 @@ export class SpawnError extends Data.TaggedError("SpawnError")<{
   readonly cause?: unknown
 }> {}
 
+// --- pieces shared by the runtime implementations -------------------------------
+
+/** The variables a minimal environment takes from the parent's, where set. */
+export const minimalEnvNames = ["PATH", "HOME", "LANG", "TZ"] as const
+
+/** `PATH` of the minimal environment when the parent has none. */
+export const defaultPath = "/usr/local/bin:/usr/bin:/bin"
+
+/**
+ * The minimal environment of a request without `env`: `minimalEnvNames`
+ * read with `get` (the runtime's environment lookup), `PATH` defaulting to
+ * `defaultPath`.
+ */
+export const minimalEnv = (get: (name: string) => string | undefined): Record<string, string> => {
+  const env: Record<string, string> = {}
+  for (const k of minimalEnvNames) {
+    const v = get(k)
+    if (v !== undefined) env[k] = v
+  }
+  if (env["PATH"] === undefined) env["PATH"] = defaultPath
+  return env
+}
+
+/** The environment a request's program gets: its own `env` (copied), or `minimalEnv(get)`. */
+export const environmentOf = (request: SpawnRequest, get: (name: string) => string | undefined): Record<string, string> =>
+  request.env !== undefined ? { ...request.env } : minimalEnv(get)
+
+/**
+ * Collects one output stream up to `limit` bytes; later bytes are dropped.
+ * Chunks are copied, so a runtime may reuse its buffers.
+ */
+export class OutputCollector {
+  private readonly chunks: Array<Uint8Array> = []
+  private size = 0
+  readonly limit: number
+  constructor(limit: number) {
+    this.limit = limit
+  }
+  /** Keeps as much of `chunk` as fits. */
+  push(chunk: Uint8Array): void {
+    const room = this.limit - this.size
+    if (room <= 0) return
+    const part = chunk.length <= room ? chunk : chunk.subarray(0, room)
+    this.chunks.push(new Uint8Array(part))
+    this.size += part.length
+  }
+  /** What was kept, as one array. */
+  bytes(): Uint8Array {
+    const out = new Uint8Array(this.size)
+    let o = 0
+    for (const c of this.chunks) {
+      out.set(c, o)
+      o += c.length
+    }
+    return out
+  }
+}
+
+/**
+ * The result of a finished run: `TimedOut` when the time limit killed it,
+ * else `Signaled` when `signal` is set, else `Exited` with `exitCode`
+ * (a missing code with no signal reads as signal `"unknown"`).
+ */
+export const resultOf = (
+  timedOut: boolean,
+  exitCode: number | null,
+  signal: string | null,
+  stdout: Uint8Array,
+  stderr: Uint8Array
+): SpawnResult => {
+  if (timedOut) return { _tag: "TimedOut", stdout, stderr }
+  if (signal !== null) return { _tag: "Signaled", signal, stdout, stderr }
+  if (exitCode !== null) return { _tag: "Exited", exitCode, stdout, stderr }
+  return { _tag: "Signaled", signal: "unknown", stdout, stderr }
+}
+
+/** The `SpawnError` of a program that could not be started: `cannot run <command>: <detail>`. */
+export const spawnError = (
+  command: string,
+  reason: SpawnError["reason"],
+  detail: string,
+  cause: unknown
+): SpawnError => new SpawnError({ reason, command, message: `cannot run ${command}: ${detail}`, cause })
+
 /** The service shape. */
 export interface Service {
   /**
