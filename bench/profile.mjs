@@ -2,7 +2,9 @@
 // Profiles `mailroom serve` (Node, `--cpu-prof`) under one benchmark load
 // and prints where the time goes: self time by function and by file.
 //
-//   node bench/profile.mjs [--messages N] [--sessions N] [--size BYTES] [--persistent] [--relay parked|blackhole]
+//   node bench/profile.mjs [--messages N] [--sessions N] [--size BYTES] [--persistent] [--relay parked|blackhole|static]
+//
+// --relay static relays to an smtp-sink and waits, after each load, until the queue is empty.
 //
 // Same config as the accept scenario of bench/run.mjs (disk queue, parked
 // relay unless --relay blackhole). A warm-up of N/2 messages runs first; the
@@ -14,7 +16,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { smtpSource } from "./lib/load.mjs"
 import { freePort, killAllSync, stopAll, treeCpuSeconds } from "./lib/proc.mjs"
-import { benchDir, root, startMailroom } from "./lib/servers.mjs"
+import { benchDir, root, startMailroom, startSmtpSink } from "./lib/servers.mjs"
 
 const argv = process.argv.slice(2)
 const value = (name, d) => {
@@ -34,17 +36,30 @@ await new Promise((r) => park.listen(0, "127.0.0.1", r))
 const profileDir = path.join(tmp, "prof")
 try {
   const port = await freePort()
+  const sink = relayType === "static" ? await startSmtpSink({ port: await freePort(), dir: path.join(tmp, "sink") }) : undefined
   const h = await startMailroom({
     host: "node",
     port,
     dir: path.join(tmp, "mailroom"),
     label: "Mailroom (Node)",
     profileDir,
-    relay: relayType === "blackhole" ? { type: "blackhole" } : { type: "parked", parkPort: park.address().port }
+    relay: relayType === "blackhole"
+      ? { type: "blackhole" }
+      : relayType === "static"
+      ? { type: "static", sinkPort: sink.port }
+      : { type: "parked", parkPort: park.address().port }
   })
+  const drain = async () => {
+    if (relayType === "parked") return
+    for (const until = Date.now() + 120_000; !h.queueEmpty() && Date.now() < until;) await new Promise((r) => setTimeout(r, 20))
+  }
   await smtpSource({ port, sessions, messages: Math.round(messages / 2), size, persistent })
+  await drain()
   const cpu0 = treeCpuSeconds(h.pid)
+  const t0 = performance.now()
   const r = await smtpSource({ port, sessions, messages, size, persistent })
+  await drain()
+  r.ms = performance.now() - t0
   const cpu = treeCpuSeconds(h.pid) - cpu0
   console.log(`${messages} messages in ${(r.ms / 1000).toFixed(2)} s: ${Math.round(messages / (r.ms / 1000))} msgs/s, server CPU ${Math.round((cpu * 1e6) / messages)} µs/msg${r.ok ? "" : ` (${r.error})`}`)
   await h.stop()
@@ -89,9 +104,31 @@ for (const [id, us] of self) {
   fileTime.set(f, (fileTime.get(f) ?? 0) + us)
 }
 const busy = total - idle
+// inclusive: each sample goes to the nearest Mailroom source file on its stack
+const parent = new Map()
+for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+const ownTime = new Map()
+for (const [id, us] of self) {
+  const name = byId.get(id).callFrame.functionName
+  if (name === "(idle)") continue
+  let k = id
+  let owner
+  while (k !== undefined) {
+    const url = byId.get(k).callFrame.url
+    if (url.includes("/packages/")) {
+      owner = short(url)
+      break
+    }
+    k = parent.get(k)
+  }
+  owner ??= name === "(garbage collector)" || name === "(program)" ? name : "(no Mailroom frame: event loop, node internals)"
+  ownTime.set(owner, (ownTime.get(owner) ?? 0) + us)
+}
 const top = (m, n) => [...m].filter(([k]) => !k.startsWith("(idle)")).sort((a, b) => b[1] - a[1]).slice(0, n)
 console.log(`\nbusy ${(busy / 1e6).toFixed(2)} s of ${(total / 1e6).toFixed(2)} s sampled; profile: ${path.relative(root, kept)}\n`)
 console.log("| self % of busy | function |\n|---:|---|")
 for (const [k, us] of top(fnTime, 30)) console.log(`| ${((100 * us) / busy).toFixed(1)} | \`${k}\` |`)
 console.log("\n| self % of busy | file or package |\n|---:|---|")
 for (const [k, us] of top(fileTime, 25)) console.log(`| ${((100 * us) / busy).toFixed(1)} | \`${k}\` |`)
+console.log("\n| % of busy | nearest Mailroom file on the stack (inclusive of what it calls) |\n|---:|---|")
+for (const [k, us] of top(ownTime, 20)) console.log(`| ${((100 * us) / busy).toFixed(1)} | \`${k}\` |`)

@@ -16,8 +16,9 @@
 //
 // Every server runs in a fresh temporary directory and is stopped by PID
 // (the private Postfix with `postfix -c DIR stop`), also on Ctrl-C and on
-// errors. Every load is bounded in messages and in time, and the whole
-// suite stops starting new scenarios once its 9.5-minute budget is spent.
+// errors. Every load is bounded in messages and in time, and a scenario
+// that would not finish within the suite's 9.5-minute budget (by its
+// estimate) is skipped and reported as such.
 //
 // Output: a Markdown table on stdout, bench/results/<timestamp>.json (raw
 // figures) and bench/results/<timestamp>.md (the tables).
@@ -27,7 +28,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { diskBenchmark, idleConnections, smtpSource } from "./lib/load.mjs"
-import { freePort, killAllSync, memoryKb, nofileHardLimit, sleep, stopAll, treeCpuSeconds, treeRssKb } from "./lib/proc.mjs"
+import { freePort, killAllSync, memoryKb, nofileHardLimit, sleep, stopAll, treeCpuSeconds, treePssKb } from "./lib/proc.mjs"
 import * as Report from "./lib/report.mjs"
 import {
   benchDir,
@@ -129,11 +130,19 @@ const machine = () => {
 
 const deno = { available: fs.existsSync(denoMain), reason: fs.existsSync(denoMain) ? undefined : "packages/deno-adapter/src/main.ts does not exist yet" }
 
-/** How Mailroom relays in the relay scenario: SMTP to smtp-sink once `mailroom serve` can, else Maildir. */
-const relayMode = { kind: fs.existsSync(staticRelaySource) ? "static" : "maildir", note: undefined }
-if (relayMode.kind === "maildir") {
-  relayMode.note = "relay/StaticRelay.ts is not in packages/protocol/src/relay yet: Mailroom's end to end is measured with its Maildir relay (local delivery, fsynced) instead of SMTP to smtp-sink"
-}
+/**
+ * How each Mailroom host relays in the relay scenario: SMTP (the static
+ * relay) to smtp-sink when `mailroom serve` on that host can, else its
+ * Maildir relay (local delivery, fsynced), with a note saying so.
+ */
+const relayModes = {} // host -> { kind, note }
+const relayModeOf = (host) =>
+  (relayModes[host] ??= fs.existsSync(staticRelaySource)
+    ? { kind: "static", note: undefined }
+    : {
+      kind: "maildir",
+      note: "relay/StaticRelay.ts is not in packages/protocol/src/relay yet: end to end measured with the Maildir relay (local delivery, fsynced) instead of SMTP to smtp-sink"
+    })
 
 const SPECS = {
   "mailroom-node": { label: "Mailroom (Node)", mailroom: "node" },
@@ -153,23 +162,23 @@ const startServer = async (key, { dir, purpose, sinkPort, parkPort }) => {
   if (spec.mailroom) {
     const host = spec.mailroom
     if (purpose === "relay") {
-      if (relayMode.kind === "static") {
+      const mode = relayModeOf(host)
+      if (mode.kind === "static") {
         try {
           const h = await startMailroom({ host, port, dir, label: spec.label, relay: { type: "static", sinkPort } })
-          h.notes.push("relay: SMTP (static) to smtp-sink")
           h.relayKind = "static"
           return h
         } catch (e) {
-          relayMode.kind = "maildir"
-          const why = /not available yet[^\n]*/.exec(e.log ?? "")?.[0] ?? e.message.split("\n")[0]
-          relayMode.note = `the static (SMTP) relay could not be started (${why}): Mailroom's end to end is measured with its Maildir relay (local delivery, fsynced) instead of SMTP to smtp-sink`
+          const why = /relay\.type: [^\n]*/.exec(e.log ?? "")?.[0] ?? e.message.split("\n")[0]
+          mode.kind = "maildir"
+          mode.note = `the static (SMTP) relay does not start on this host yet (${why.trim()}): end to end measured with the Maildir relay (local delivery, fsynced) instead of SMTP to smtp-sink`
           fs.rmSync(dir, { recursive: true, force: true })
           fs.mkdirSync(dir, { recursive: true })
         }
       }
       const h = await startMailroom({ host, port, dir, label: spec.label, relay: { type: "maildir" } })
-      h.notes.push("relay: Maildir (local delivery), see note")
       h.relayKind = "maildir"
+      h.notes.push(mode.note)
       return h
     }
     const relay = purpose === "idle" || spec.relay !== "blackhole" ? { type: "parked", parkPort } : { type: "blackhole" }
@@ -228,11 +237,15 @@ const startAll = async (sc, keys, extra) => {
   return { handles, skipped }
 }
 
-/** Samples the summed RSS of multi-process servers (Postfix) while `f` runs. */
+/**
+ * Samples the memory of multi-process servers (Postfix: the summed PSS of
+ * master and children, shared pages counted once) while `f` runs; single
+ * processes report their own VmHWM instead.
+ */
 const withRssSampler = async (handles, f) => {
   const peaks = new Map()
   const tick = () => {
-    for (const h of handles) if (h.multiProcess && h.pid) peaks.set(h, Math.max(peaks.get(h) ?? 0, treeRssKb(h.pid)))
+    for (const h of handles) if (h.multiProcess && h.pid) peaks.set(h, Math.max(peaks.get(h) ?? 0, treePssKb(h.pid)))
   }
   const timer = setInterval(tick, 500)
   try {
@@ -245,17 +258,20 @@ const withRssSampler = async (handles, f) => {
 }
 
 const peakRssMb = (h) => {
-  const hwm = memoryKb(h.pid).hwm
+  const hwm = h.multiProcess ? 0 : memoryKb(h.pid).hwm
   const kb = Math.max(Number.isFinite(hwm) ? hwm : 0, h.sampledPeakKb ?? 0)
   return kb > 0 ? kb / 1024 : undefined
 }
+
+/** Warm-up share for servers written in C: they have no JIT to warm, only processes to start. */
+const NATIVE_WARMUP = { postfix: 1 / 3, "smtp-sink": 1 / 3 }
 
 // --- scenarios ---------------------------------------------------------------------------------
 
 const LOAD_SERVERS = ["mailroom-node", "mailroom-deno", "postfix", "haraka", "smtp-server", "smtp-sink"]
 
 const SCENARIOS = [
-  { id: "disk", title: "Disk: small durable writes per second (the storage ceiling)", kind: "disk" },
+  { id: "disk", title: "Disk: small durable writes per second (the storage ceiling)", kind: "disk", estimateS: 12 },
   {
     id: "accept-5k",
     title: "Accept: 20 sessions, 5 KiB messages, a new connection per message",
@@ -264,8 +280,12 @@ const SCENARIOS = [
     metric: "rate",
     sessions: 20,
     size: 5 * 1024,
-    messages: 1500,
-    warmup: 600,
+    messages: 1000,
+    warmup: 2500,
+    estimateS: 125,
+    // smtp-server waits 100 ms before every greeting (its early-talker check), so it runs at under 200 msgs/s here
+    messagesFor: { "smtp-server": 400 },
+    warmupFor: { "smtp-server": 600 },
     servers: ["mailroom-node", "mailroom-deno", "mailroom-node-blackhole", "postfix", "haraka", "smtp-server", "smtp-sink"]
   },
   {
@@ -277,8 +297,9 @@ const SCENARIOS = [
     persistent: true,
     sessions: 20,
     size: 5 * 1024,
-    messages: 1500,
-    warmup: 600,
+    messages: 1200,
+    warmup: 2500,
+    estimateS: 50,
     servers: LOAD_SERVERS
   },
   {
@@ -291,8 +312,10 @@ const SCENARIOS = [
     size: 5 * 1024,
     messages: 300,
     // smtp-server waits 100 ms before every greeting (early-talker check): fewer messages keep the run short
-    messagesFor: { "smtp-server": 40 },
-    warmup: 100,
+    messagesFor: { "smtp-server": 30 },
+    warmup: 2500,
+    estimateS: 65,
+    warmupFor: { "smtp-server": 600 },
     servers: LOAD_SERVERS
   },
   {
@@ -303,8 +326,10 @@ const SCENARIOS = [
     metric: "rate",
     sessions: 20,
     size: 100 * 1024,
-    messages: 500,
-    warmup: 200,
+    messages: 300,
+    warmup: 1000,
+    warmupFor: { "smtp-server": 400 },
+    estimateS: 50,
     servers: LOAD_SERVERS
   },
   {
@@ -315,8 +340,9 @@ const SCENARIOS = [
     metric: "rate",
     sessions: 20,
     size: 5 * 1024,
-    messages: 1000,
-    warmup: 300,
+    messages: 800,
+    warmup: 1500,
+    estimateS: 90,
     servers: ["mailroom-node", "mailroom-deno", "postfix", "smtp-sink"]
   },
   {
@@ -325,7 +351,10 @@ const SCENARIOS = [
     kind: "idle",
     purpose: "idle",
     counts: [2000, 20000],
-    servers: ["mailroom-node", "mailroom-deno", "smtp-server", "haraka"]
+    estimateS: 80,
+    // Haraka is left out: its RSS does not grow with idle connections (it frees ~90 MB of
+    // start-up heap that V8 keeps committed), so an RSS delta says nothing about it
+    servers: ["mailroom-node", "mailroom-deno", "smtp-server"]
   }
 ]
 
@@ -352,16 +381,16 @@ const runSource = async (sc, park) => {
   }
   const { handles, skipped } = await startAll(sc, sc.servers, extra)
   const results = new Map(handles.map((h) => [h, { runs: [], sent: 0, errors: [] }]))
-  // a server with its own (smaller) message count gets a warm-up of the same proportion
-  const messagesOf = (h, warm) => {
-    const own = sc.messagesFor?.[h.key] ?? sc.messages
-    return scale(warm ? Math.max(1, Math.round((sc.warmup * own) / sc.messages)) : own)
-  }
+  const messagesOf = (h, warm) =>
+    scale(warm ? (sc.warmupFor?.[h.key] ?? Math.round(sc.warmup * (NATIVE_WARMUP[h.key] ?? 1))) : (sc.messagesFor?.[h.key] ?? sc.messages))
 
+  // the warm-up (JIT: Mailroom needs about 2,000-3,000 messages to reach its
+  // steady state) always runs 20 sessions, so that it stays short
   const one = async (h, messages, timed) => {
     const r = results.get(h)
     const cpu0 = treeCpuSeconds(h.pid)
-    const load = await smtpSource({ port: h.port, sessions: sc.sessions, messages: Math.max(1, Math.round(messages)), size: sc.size, persistent: sc.persistent })
+    const sessions = timed ? sc.sessions : 20
+    const load = await smtpSource({ port: h.port, sessions, messages: Math.max(1, Math.round(messages)), size: sc.size, persistent: sc.persistent })
     let ms = load.ms
     let drain
     if (sc.purpose === "relay" && h.key !== "smtp-sink") {
@@ -411,18 +440,20 @@ const runSource = async (sc, park) => {
       runs: r.runs,
       errors: r.errors,
       rate: median(ok.map((x) => x.rate)),
+      acceptRate: median(ok.map((x) => Math.round(x.messages / (x.acceptMs / 1000)))),
       msPerMessage: median(ok.map((x) => x.msPerMessage)),
       cpuUsPerMessage: median(ok.map((x) => x.cpuUsPerMessage)),
       peakRssMb: peakRssMb(h),
       sent: r.sent,
       stored: h.settle ? undefined : stored,
       delivered,
+      relayKind: h.relayKind,
       deferred: h.deferred?.()
     }
   })
   await Promise.all(handles.map((h) => h.stop()))
   if (sink) await sink.stop()
-  return { ...sc, rows, skipped, relayNote: sc.purpose === "relay" ? relayMode.note : undefined }
+  return { ...sc, rows, skipped }
 }
 
 const runIdle = async (sc, park) => {
@@ -472,6 +503,14 @@ const runIdle = async (sc, park) => {
 // --- main ------------------------------------------------------------------------------------
 
 const main = async () => {
+  for (const tool of ["/usr/sbin/smtp-source", "/usr/sbin/smtp-sink", "/usr/sbin/postfix"]) {
+    if (!fs.existsSync(tool)) {
+      console.error(`${tool} is missing: install Debian's postfix package (apt-get install postfix)`)
+      process.exitCode = 1
+      return
+    }
+  }
+  if (process.getuid?.() !== 0) console.error("not root: the private Postfix instance and smtp-sink (-u postfix) need root; their rows will say why they are missing")
   ensurePeers()
   tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), "mailroom-bench-"))
   fs.chmodSync(tmpRoot, 0o755)
@@ -486,8 +525,8 @@ const main = async () => {
   for (const sc of SCENARIOS) {
     if (ONLY && !ONLY.includes(sc.id)) continue
     const elapsed = Date.now() - startedAt
-    if (elapsed > BUDGET_MS) {
-      done.push({ ...sc, skippedScenario: `not run: the suite's time budget was spent (${Math.round(elapsed / 1000)} s)` })
+    if (elapsed + (QUICK ? 0 : (sc.estimateS ?? 0) * 1000) > BUDGET_MS) {
+      done.push({ ...sc, skippedScenario: `not run: it would not finish within the suite's ${BUDGET_MS / 60_000}-minute budget (${Math.round(elapsed / 1000)} s spent)` })
       continue
     }
     const t0 = Date.now()
@@ -507,8 +546,8 @@ const main = async () => {
     runs: RUNS,
     quick: QUICK,
     machine: info,
-    deno: deno.available ? "measured" : deno.reason,
-    relay: relayMode,
+    deno: deno.available ? undefined : deno.reason,
+    relay: relayModes,
     scenarios: done
   }
   const markdown = Report.markdown(result)

@@ -37,6 +37,10 @@ export const smtpSource = ({ port, sessions, messages, size, persistent = false,
       timedOut = true
       child.kill("SIGKILL")
     }, timeoutMs)
+    child.once("error", (e) => {
+      clearTimeout(timer)
+      resolve({ ms: performance.now() - t0, ok: false, error: `${SMTP_SOURCE}: ${e.message}` })
+    })
     child.once("exit", (code, signal) => {
       clearTimeout(timer)
       const ms = performance.now() - t0
@@ -116,6 +120,10 @@ export const diskBenchmark = (dir, seconds) =>
       }
     })
     const timer = setTimeout(() => child.kill("SIGKILL"), seconds * 4 * 1000 + 30_000)
+    child.once("error", (e) => {
+      clearTimeout(timer)
+      reject(e)
+    })
     child.once("exit", (code) => {
       clearTimeout(timer)
       code === 0 ? resolve(out) : reject(new Error(`disk.mjs exited ${code}`))

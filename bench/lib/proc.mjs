@@ -209,5 +209,17 @@ export const memoryKb = (pid) => {
   }
 }
 
-/** The summed `VmRSS` (kB) of `pid` and its descendants. */
+/** The summed `VmRSS` (kB) of `pid` and its descendants (shared pages counted once per process). */
 export const treeRssKb = (pid) => processTree(pid).reduce((sum, p) => sum + (memoryKb(p).rss || 0), 0)
+
+/** `Pss` (kB) of one process: its resident memory with shared pages divided among their users. */
+const pssKb = (pid) => {
+  try {
+    return Number(/^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0)
+  } catch {
+    return 0
+  }
+}
+
+/** The summed `Pss` (kB) of `pid` and its descendants: the memory of a multi-process server, shared pages counted once. */
+export const treePssKb = (pid) => processTree(pid).reduce((sum, p) => sum + pssKb(p), 0)
