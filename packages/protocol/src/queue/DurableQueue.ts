@@ -129,6 +129,8 @@ export const make = <R = never>(
     /** id → next attempt time, as far as this process knows. */
     const schedule = new Map<string, number>()
     const running = new Set<string>()
+    /** Ids removed by their attempt, whose lease is gone with them. */
+    const gone = new Set<string>()
     const wake = yield* EQueue.sliding<void>(1)
     const fibers = yield* FiberSet.make<void, never>()
     const signal = Effect.asVoid(EQueue.offer(wake, undefined))
@@ -194,7 +196,12 @@ export const make = <R = never>(
           schedule.set(id, claimedAt + leaseMs)
           return
         }
-        yield* Effect.ensuring(attemptClaimed(id), Effect.ignore(storage.release(id, owner)))
+        // A removed message has no lease left to release (and releasing it would cost a write).
+        const removed = yield* Effect.ensuring(
+          attemptClaimed(id),
+          Effect.suspend(() => (gone.has(id) ? Effect.sync(() => gone.delete(id)) : Effect.ignore(storage.release(id, owner))))
+        )
+        return removed
       })
 
     const attemptClaimed = (id: string): Effect.Effect<void, QueueStorage.StorageError> =>
@@ -207,6 +214,7 @@ export const make = <R = never>(
         const pending = meta.recipients.flatMap((r, i) => (r.status === "pending" ? [i] : []))
         if (pending.length === 0) {
           yield* storage.remove(id)
+          gone.add(id)
           schedule.delete(id)
           return
         }
@@ -276,12 +284,15 @@ export const make = <R = never>(
           yield* sendDsn(Bounce.build(envelope, delayed, { ...dsnOptions, kind: "delay", delayedFor: age }), now)
           delayWarned = true
         }
-        yield* storage.recordResults(id, records)
         if (transientLeft === 0) {
+          // Nothing is left to retry: remove at once, without recording the results first. A crash
+          // before the removal repeats this attempt (at least once), it never loses a recipient.
           yield* storage.remove(id)
+          gone.add(id)
           schedule.delete(id)
           return
         }
+        yield* storage.recordResults(id, records)
         const attempts = meta.attempts + 1
         const nextAttemptAt = Math.min(now + retryDelay(retry, attempts), envelope.timestamp + retry.maxAge)
         yield* storage.reschedule(id, { attempts, nextAttemptAt, delayWarned })
