@@ -3,7 +3,7 @@
 # packages already present are not reinstalled. Never starts a daemon: the
 # tests start their own instances on loopback ports.
 set -euo pipefail
-pkgs=(openssl swaks haproxy postfix dnsmasq-base redis-server dovecot-core dovecot-lmtpd maildrop spamd spamassassin python3 iproute2)
+pkgs=(openssl curl swaks haproxy postfix dnsmasq-base redis-server dovecot-core dovecot-lmtpd maildrop spamd spamassassin python3 iproute2)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
