@@ -5,7 +5,7 @@
  * under load, killed with SIGKILL at random moments and restarted; every
  * message that got a 250 must be delivered at least once.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
@@ -14,32 +14,9 @@ import nodemailer from "nodemailer"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeCa, type TestCa } from "../support/certs.ts"
 import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
-import { type Host, hosts } from "../support/hosts.ts"
+import { hosts, type Server, startServer, stopServer, waitFor } from "../support/hosts.ts"
 import { startSmtpSink } from "../support/smtpSink.ts"
 
-
-interface Server {
-  readonly child: ChildProcess
-  readonly log: () => string
-}
-
-const startServer = async (host: Host, configFile: string, cwd: string, port: number): Promise<Server> => {
-  let log = ""
-  const child = spawn(host.command, [...host.args, "serve", "--config", configFile], { cwd, stdio: ["ignore", "pipe", "pipe"] })
-  child.stdout!.on("data", (d) => (log += d))
-  child.stderr!.on("data", (d) => (log += d))
-  await waitForPort("127.0.0.1", port, 15_000).catch((e) => {
-    throw new Error(`${e}\n${log}`)
-  })
-  return { child, log: () => log }
-}
-
-const stop = (s: Server, signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> =>
-  new Promise((resolve) => {
-    if (s.child.exitCode !== null || s.child.signalCode !== null) return resolve(s.child.exitCode)
-    s.child.once("exit", (code) => resolve(code))
-    s.child.kill(signal)
-  })
 
 const swaks = (args: ReadonlyArray<string>): Promise<string> =>
   new Promise((resolve, reject) =>
@@ -54,16 +31,6 @@ const maildirFiles = (dir: string): Array<string> => {
     const nd = path.join(dir, box, "new")
     return fs.existsSync(nd) ? fs.readdirSync(nd).map((f) => path.join(nd, f)) : []
   })
-}
-
-const waitFor = async <A>(what: string, f: () => A | undefined, timeoutMs = 15_000): Promise<A> => {
-  const until = Date.now() + timeoutMs
-  for (;;) {
-    const v = f()
-    if (v !== undefined) return v
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 describe.each(hosts)("mailroom serve with a config file ($name host)", (host) => {
@@ -111,7 +78,7 @@ relay: { type: maildir, path: var/mail }
   }, 60_000)
 
   afterAll(async () => {
-    if (server) await stop(server)
+    if (server) await stopServer(server)
     ca?.dispose()
     if (dir) removeDir(dir)
   })
@@ -175,7 +142,7 @@ relay: { type: maildir, path: var/mail }
   })
 
   it("stops gracefully on SIGTERM and exits 0", async () => {
-    const code = await stop(server)
+    const code = await stopServer(server)
     expect(code).toBe(0)
     expect(server.log()).toMatch(/event="shutting down" signal=SIGTERM/)
   })
@@ -232,7 +199,7 @@ relay: { type: blackhole }
       expect(reply).toMatch(/250 2\.0\.0 Ok/)
       before.socket.destroy()
       after.socket.destroy()
-      expect(await stop(server)).toBe(0)
+      expect(await stopServer(server)).toBe(0)
     } finally {
       ca.dispose()
       removeDir(dir)
@@ -275,7 +242,7 @@ relay: { type: maildir, path: var/mail }
       for (const l of lines) expect(l).toMatch(/^\(250, b'2\.6\.0 Ok: queued as /)
       await waitFor("both deliveries", () =>
         ["one@localhost", "two@localhost"].every((b) => fs.existsSync(path.join(dir, "var", "mail", b, "new")) && fs.readdirSync(path.join(dir, "var", "mail", b, "new")).length === 1) ? true : undefined)
-      expect(await stop(server)).toBe(0)
+      expect(await stopServer(server)).toBe(0)
     } finally {
       removeDir(dir)
     }
@@ -349,7 +316,7 @@ log: { level: warning }
         const runFor = 300 + Math.floor(Math.random() * 500)
         const loading = load(port, seq, Date.now() + runFor + 200, accepted)
         await new Promise((r) => setTimeout(r, runFor))
-        await stop(server, "SIGKILL")
+        await stopServer(server, "SIGKILL")
         await loading
         seq += 100_000
       }
@@ -366,13 +333,13 @@ log: { level: warning }
       await waitFor("every accepted message delivered", () => {
         const seen = delivered()
         return [...accepted].every((n) => seen.has(n)) ? true : undefined
-      }, 30_000).catch((e) => {
+      }, { timeoutMs: 30_000 }).catch((e) => {
         const seen = delivered()
         const missing = [...accepted].filter((n) => !seen.has(n))
         throw new Error(`${e}: ${missing.length} of ${accepted.size} accepted messages missing, e.g. ${missing.slice(0, 5).join(",")}\n${server.log()}`)
       })
       expect(accepted.size).toBeGreaterThan(20)
-      await stop(server)
+      await stopServer(server)
       const left = fs.readdirSync(path.join(dir, "var", "queue", "tmp"))
       expect(left).toEqual([])
     } finally {

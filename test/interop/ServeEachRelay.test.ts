@@ -6,7 +6,6 @@
  * Maildir, smarthost and blackhole are covered by Serve.test.ts and
  * ServeRelays.test.ts.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -16,27 +15,15 @@ import nodemailer from "nodemailer"
 import { afterAll, describe, expect, it } from "vitest"
 import { startDnsmasq } from "../support/dnsmasq.ts"
 import { startDovecot } from "../support/dovecot.ts"
-import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
+import { nodeHost, startServer, stopServer, waitFor } from "../support/hosts.ts"
+import { freePort, removeDir, tempDir } from "../support/ports.ts"
 import { startSmtpSink } from "../support/smtpSink.ts"
 
-const root = new URL("../..", import.meta.url).pathname
-const node = path.join(root, "node_modules", ".bin", "node")
-const bin = path.join(root, "packages", "node-adapter", "bin", "mailroom.mjs")
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterAll(async () => {
   for (const c of cleanups.reverse()) await c()
 })
-
-const waitFor = async <A>(what: string, f: () => A | undefined, log: () => string, timeoutMs = 20_000): Promise<A> => {
-  const until = Date.now() + timeoutMs
-  for (;;) {
-    const v = f()
-    if (v !== undefined) return v
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}\n${log()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
 
 /** Starts `mailroom serve` with `relay` (a YAML flow mapping) and sends one message; returns the server log. */
 const serveAndSend = async (relay: string, to: string, subject: string): Promise<{ log: () => string; stop: () => Promise<void> }> => {
@@ -50,27 +37,16 @@ queue: { storage: { type: disk, path: var/queue }, retry: { intervals: [1s] } }
 relay: ${relay}
 `
   )
-  let log = ""
-  const child: ChildProcess = spawn(node, [bin, "serve", "--config", "mailroom.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] })
-  child.stdout!.on("data", (d) => (log += d))
-  child.stderr!.on("data", (d) => (log += d))
+  const server = await startServer(nodeHost, "mailroom.yaml", dir, port)
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      await new Promise((r) => {
-        child.once("exit", r)
-        child.kill("SIGTERM")
-      })
-    }
+    await stopServer(server)
     removeDir(dir)
   }
   cleanups.push(stop)
-  await waitForPort("127.0.0.1", port, 15_000).catch((e) => {
-    throw new Error(`${e}\n${log}`)
-  })
   const t = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true })
   const r = await t.sendMail({ from: "sender@origin.example", to, subject, text: `via ${relay}` })
   expect(r.response).toMatch(/^250 2\.6\.0 Ok: queued as /)
-  return { log: () => log, stop }
+  return { log: server.log, stop }
 }
 
 describe("mailroom serve delivers through each relay type to its real downstream", () => {
@@ -80,7 +56,7 @@ describe("mailroom serve delivers through each relay type to its real downstream
     const dns = await startDnsmasq(["dest.test"], ["--mx-host=dest.test,mx.dest.test,10", "--host-record=mx.dest.test,127.0.0.7"])
     cleanups.push(() => dns.stop())
     const s = await serveAndSend(`{ type: mx, port: ${sink.port}, resolver: "${dns.server}", tls: opportunistic }`, "user@dest.test", "via mx")
-    const got = await waitFor("the message at the MX host", () => sink.messages().find((m) => m.includes("Subject: via mx")), s.log)
+    const got = await waitFor("the message at the MX host", () => sink.messages().find((m) => m.includes("Subject: via mx")), { log: s.log })
     expect(got).toContain("Received: from ")
     expect(s.log()).toMatch(/event=delivery .*delivered=1 .*remote="dns; mx\.dest\.test" tls=none/)
     await s.stop()
@@ -90,7 +66,7 @@ describe("mailroom serve delivers through each relay type to its real downstream
     const dovecot = await startDovecot(["alice"])
     cleanups.push(() => dovecot.stop())
     const s = await serveAndSend(`{ type: lmtp, host: 127.0.0.1, port: ${dovecot.port} }`, "alice@example.test", "via lmtp")
-    const files = await waitFor("Dovecot's delivery", () => (dovecot.delivered("alice").length > 0 ? dovecot.delivered("alice") : undefined), s.log)
+    const files = await waitFor("Dovecot's delivery", () => (dovecot.delivered("alice").length > 0 ? dovecot.delivered("alice") : undefined), { log: s.log })
     const mail = await simpleParser(files[0]!)
     expect(mail.subject).toBe("via lmtp")
     await s.stop()
@@ -104,7 +80,7 @@ describe("mailroom serve delivers through each relay type to its real downstream
     const filter = path.join(base, "filter")
     fs.writeFileSync(filter, `to "${maildir}/"\n`, { mode: 0o600 })
     const s = await serveAndSend(`{ type: pipe, command: [maildrop, ${JSON.stringify(filter)}], per_recipient: false, timeout: 20s }`, "bob@example.test", "via pipe")
-    const file = await waitFor("maildrop's delivery", () => fs.readdirSync(path.join(maildir, "new"))[0], s.log)
+    const file = await waitFor("maildrop's delivery", () => fs.readdirSync(path.join(maildir, "new"))[0], { log: s.log })
     const mail = await simpleParser(fs.readFileSync(path.join(maildir, "new", file)))
     expect(mail.subject).toBe("via pipe")
     await s.stop()
@@ -126,7 +102,7 @@ describe("mailroom serve delivers through each relay type to its real downstream
     cleanups.push(() => new Promise<void>((r) => server.close(() => r())))
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/deliver`
     const s = await serveAndSend(`{ type: http, url: "${url}" }`, "carol@example.test", "via http")
-    const post = await waitFor("the POST", () => posts[0], s.log)
+    const post = await waitFor("the POST", () => posts[0], { log: s.log })
     expect(post.sender).toBe("sender@origin.example")
     expect(post.recipients).toEqual(["carol@example.test"])
     expect(post.body).toContain("Subject: via http")

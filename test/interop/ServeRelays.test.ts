@@ -6,7 +6,6 @@
  * mailparser. Also the HTTP edge and a sender deny rule, from the same
  * config file.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Decision from "@mailroom/protocol/policy/Decision"
@@ -17,27 +16,16 @@ import * as Scope from "effect/Scope"
 import { type SimpleParserOptions, simpleParser } from "mailparser"
 import nodemailer from "nodemailer"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { hosts } from "../support/hosts.ts"
-import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
+import { hosts, type Server, startServer, stopServer, waitFor } from "../support/hosts.ts"
+import { freePort, removeDir, tempDir } from "../support/ports.ts"
 import { type RunningEdge, startEdge } from "./EdgeHarness.ts"
 
-
-const waitFor = async <A>(what: string, f: () => Promise<A | undefined> | A | undefined, timeoutMs = 20_000): Promise<A> => {
-  const until = Date.now() + timeoutMs
-  for (;;) {
-    const v = await f()
-    if (v !== undefined) return v
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
 
 describe.each(hosts)("mailroom serve relaying to a real downstream, the HTTP edge, and rules ($name host)", (host) => {
   let dir: string
   let scope: Scope.Closeable
   let downstream: RunningEdge
-  let child: ChildProcess
-  let log = ""
+  let server: Server
   let smtpPort: number
   let httpPort: number
   /** Deferred once, then accepted. */
@@ -83,22 +71,11 @@ relay:
 log: { level: info }
 `
     )
-    child = spawn(host.command, [...host.args, "serve", "--config", "mailroom.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] })
-    child.stdout!.on("data", (d) => (log += d))
-    child.stderr!.on("data", (d) => (log += d))
-    await waitForPort("127.0.0.1", smtpPort, 15_000).catch((e) => {
-      throw new Error(`${e}\n${log}`)
-    })
-    await waitForPort("127.0.0.1", httpPort, 15_000)
+    server = await startServer(host, "mailroom.yaml", dir, [smtpPort, httpPort])
   }, 60_000)
 
   afterAll(async () => {
-    if (child && child.exitCode === null) {
-      await new Promise((r) => {
-        child.once("exit", r)
-        child.kill("SIGTERM")
-      })
-    }
+    if (server) await stopServer(server)
     if (scope) await Effect.runPromise(Scope.close(scope, Exit.void))
     if (dir) removeDir(dir)
   })
@@ -140,7 +117,7 @@ log: { level: info }
     expect(fields).not.toContain("ok@dest.example")
     const returned = mail.attachments.find((a) => a.contentType === "message/rfc822")
     expect(returned?.content.toString("latin1")).toContain("Subject: mixed results")
-    expect(log).toMatch(/event=delivery id=\S+ attempt=1 delivered=1 deferred=1 bounced=1/)
+    expect(server.log()).toMatch(/event=delivery id=\S+ attempt=1 delivered=1 deferred=1 bounced=1/)
   }, 60_000)
 
   it("the HTTP edge takes a slimta-style POST and a JSON submission into the same queue", async () => {

@@ -5,15 +5,14 @@
  * message with Received-SPF; a DNS blocklist listing the client refuses it
  * with the list's TXT reason. On Node- and Deno-hosted Mailroom alike.
  */
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { simpleParser } from "mailparser"
 import nodemailer from "nodemailer"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type Dnsmasq, startDnsmasq } from "../support/dnsmasq.ts"
-import { hosts } from "../support/hosts.ts"
-import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
+import { hosts, type Server, startServer, stopServer, waitFor } from "../support/hosts.ts"
+import { freePort, removeDir, tempDir } from "../support/ports.ts"
 
 let dns: Dnsmasq
 beforeAll(async () => {
@@ -31,8 +30,7 @@ afterAll(async () => {
 
 describe.each(hosts)("mailroom serve: SPF and DNSBL rules over a real DNS server ($name host)", (host) => {
   let dir: string
-  let child: ChildProcess
-  let log = ""
+  let server: Server
   let spfPort: number
   let blPort: number
 
@@ -53,22 +51,11 @@ relay: { type: maildir, path: var/mail }
 dns: { resolver: ["${dns.server}"], timeout: 2s, tries: 1 }
 `
     )
-    child = spawn(host.command, [...host.args, "serve", "--config", "mailroom.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] })
-    child.stdout!.on("data", (d) => (log += d))
-    child.stderr!.on("data", (d) => (log += d))
-    await waitForPort("127.0.0.1", spfPort, 15_000).catch((e) => {
-      throw new Error(`${e}\n${log}`)
-    })
-    await waitForPort("127.0.0.1", blPort, 15_000)
+    server = await startServer(host, "mailroom.yaml", dir, [spfPort, blPort])
   }, 60_000)
 
   afterAll(async () => {
-    if (child && child.exitCode === null) {
-      await new Promise((r) => {
-        child.once("exit", r)
-        child.kill("SIGTERM")
-      })
-    }
+    if (server) await stopServer(server)
     if (dir) removeDir(dir)
   })
 
@@ -80,12 +67,8 @@ dns: { resolver: ["${dns.server}"], timeout: 2s, tries: 1 }
     const ok = await send(spfPort, "a@allowed.spf.test", "carol@localhost", "allowed")
     expect(ok.response).toMatch(/^250 2\.6\.0 /)
     const box = path.join(dir, "var", "mail", "carol@localhost", "new")
-    const until = Date.now() + 15_000
-    while (!(fs.existsSync(box) && fs.readdirSync(box).length > 0)) {
-      if (Date.now() > until) throw new Error(`not delivered\n${log}`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-    const mail = await simpleParser(fs.readFileSync(path.join(box, fs.readdirSync(box)[0]!)))
+    const file = await waitFor("the delivery", () => (fs.existsSync(box) ? fs.readdirSync(box)[0] : undefined), { log: server.log })
+    const mail = await simpleParser(fs.readFileSync(path.join(box, file)))
     expect(String(mail.headers.get("received-spf"))).toMatch(/^pass /)
   })
 
