@@ -249,8 +249,9 @@ export const make = <R = never>(
           proxied: conn.proxied,
           tls: conn.tls()
         })
-        let outputs: ReadonlyArray<Output> = ServerSession.start(state, start).outputs
-        state = ServerSession.start(state, start).state
+        const started = ServerSession.start(state, start)
+        state = started.state
+        let outputs: ReadonlyArray<Output> = started.outputs
         let shutdownSent = false
         let messages = 0
         let closeReason = "eof"

@@ -29,14 +29,15 @@ import * as FiberSet from "effect/FiberSet"
 import * as EQueue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Envelope from "../envelope/Envelope.ts"
+import * as QueuePolicy from "../policy/QueuePolicy.ts"
 import * as Relay from "../relay/Relay.ts"
 import * as Reply from "../smtp/Reply.ts"
 import * as Bounce from "./Bounce.ts"
 import * as Queue from "./Queue.ts"
 import * as QueueStorage from "./QueueStorage.ts"
 
-/** A queue policy: run once before storage, may return several envelopes. */
-export type Policy<R = never> = (envelope: Envelope.Envelope) => Effect.Effect<ReadonlyArray<Envelope.Envelope>, never, R>
+/** A queue policy: run once before storage, may return several envelopes (see `QueuePolicy`). */
+export type Policy<R = never> = QueuePolicy.QueuePolicy<R>
 
 export interface RetryOptions {
   /** Delays before the 1st, 2nd, ... retry, ms. */
@@ -135,17 +136,6 @@ export const make = <R = never>(
     const fibers = yield* FiberSet.make<void, never>()
     const signal = Effect.asVoid(EQueue.offer(wake, undefined))
 
-    const runPolicies = (envelope: Envelope.Envelope): Effect.Effect<ReadonlyArray<Envelope.Envelope>, never, R> =>
-      Effect.gen(function*() {
-        let envelopes: ReadonlyArray<Envelope.Envelope> = [envelope]
-        for (const policy of policies) {
-          const next: Array<Envelope.Envelope> = []
-          for (const e of envelopes) next.push(...(yield* policy(e)))
-          envelopes = next
-        }
-        return envelopes
-      })
-
     /** Writes envelopes durably; on any failure removes what was written and fails. */
     const writeAll = (envelopes: ReadonlyArray<Envelope.Envelope>, now: number) =>
       Effect.gen(function*() {
@@ -169,7 +159,7 @@ export const make = <R = never>(
     const enqueue = (envelope: Envelope.Envelope): Effect.Effect<Queue.EnqueueResult> =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const envelopes = yield* runPolicies(envelope)
+        const envelopes = yield* QueuePolicy.run(policies, envelope)
         const written = yield* Effect.result(writeAll(envelopes, now))
         if (written._tag === "Failure") {
           yield* Effect.logError("queue write failed").pipe(
