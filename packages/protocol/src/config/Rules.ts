@@ -34,11 +34,15 @@ export const matcher = (pattern: string): ((address: string) => boolean) => {
 
 type List = { readonly allow?: ReadonlyArray<string> | undefined; readonly deny: ReadonlyArray<string> } | undefined
 
-/** True when `address` passes the list: not denied, and allowed when an allow list exists. */
-export const passes = (list: List, address: string): boolean => {
-  if (list === undefined) return true
-  if (list.deny.some((p) => matcher(p)(address))) return false
-  return list.allow === undefined || list.allow.some((p) => matcher(p)(address))
+/**
+ * Compiles a list once into a test: `address` passes when it is not denied,
+ * and is allowed when an allow list exists. No list: everything passes.
+ */
+export const compileList = (list: List): ((address: string) => boolean) => {
+  if (list === undefined) return () => true
+  const deny = list.deny.map(matcher)
+  const allow = list.allow?.map(matcher)
+  return (address) => !deny.some((m) => m(address)) && (allow === undefined || allow.some((m) => m(address)))
 }
 
 /** The sender and recipient lists as validators. The null sender and `<Postmaster>` always pass (RFC 5321 §4.5.1, §6.1). */
@@ -47,20 +51,22 @@ export const lists = (rules: Config.RulesSettings): Validators.Validators => {
   const senders = rules.senders
   const recipients = rules.recipients
   if (senders) {
+    const senderPasses = compileList(senders)
     out.mail = (_facts, sender) => {
       if (sender === null) return Effect.succeed(Decision.accept)
       const address = Address.print(sender)
       return Effect.succeed(
-        passes(senders, address) ? Decision.accept : Decision.reject(Reply.make(550, "5.7.1", `Sender <${address}> not allowed`))
+        senderPasses(address) ? Decision.accept : Decision.reject(Reply.make(550, "5.7.1", `Sender <${address}> not allowed`))
       )
     }
   }
   if (recipients) {
+    const recipientPasses = compileList(recipients)
     out.rcpt = (_facts, recipient) => {
       if (recipient.domain === "" && Address.isPostmaster(recipient)) return Effect.succeed(Decision.accept)
       const address = Address.print(recipient)
       return Effect.succeed(
-        passes(recipients, address) ? Decision.accept : Decision.reject(Reply.make(550, "5.7.1", `Recipient <${address}> not allowed`))
+        recipientPasses(address) ? Decision.accept : Decision.reject(Reply.make(550, "5.7.1", `Recipient <${address}> not allowed`))
       )
     }
   }
