@@ -8,8 +8,9 @@
  * so a persistent layer sees what earlier scenarios left behind: they only
  * look at the ids they wrote themselves. With `options.reopen` (a layer that
  * opens the SAME storage again, e.g. the same directory) the suite also
- * checks that everything survives a reopen and that two open instances share
- * messages, leases and changes, as two processes would.
+ * checks that everything survives a reopen and (unless `options.shared` is
+ * false) that two open instances share messages, leases and changes, as two
+ * processes would.
  *
  * What it deliberately does not do: crash recovery (`kill -9` in the middle
  * of a write needs a child process of the storage's own runtime; each
@@ -27,6 +28,12 @@ export interface SuiteOptions {
   readonly reopen?: Layer.Layer<QueueStorage.QueueStorage, unknown> | undefined
   /** Per-scenario timeout in ms (default: the runner's). */
   readonly timeout?: number | undefined
+  /**
+   * Whether two open instances may share the storage, as two processes
+   * would (default true). `false` for a single-owner storage (the journal):
+   * the "two open instances share…" scenario is skipped.
+   */
+  readonly shared?: boolean | undefined
 }
 
 type Storage = QueueStorage.Service
@@ -393,39 +400,41 @@ export const queueStorageScenarios = (
       Assert.equal(await run((s) => reasonOf(s.read(removed))), "NotFound")
     })
 
-    test("two open instances share messages, leases and changes (like two processes)", () =>
-      run((a) =>
-        Effect.provide(
-          Effect.gen(function*() {
-            const b = yield* QueueStorage.QueueStorage
-            const known = new Set((yield* a.list()).map((m) => m.id))
-            const env = simpleEnvelope(2)
-            yield* b.write(env, { nextAttemptAt: 0 })
-            const c = yield* a.changes(known)
-            Assert.equal(c.added.map((m) => m.id), [env.id])
-            Assert.equal((yield* a.read(env.id)).envelope, env)
-            Assert.equal(yield* a.claim(env.id, "process-a", 1_000, 1_000), true)
-            Assert.equal(yield* b.claim(env.id, "process-b", 1_500, 1_000), false)
-            const wins = yield* Effect.all(
-              [a.claim(env.id, "process-a2", 2_000, 1_000), b.claim(env.id, "process-b2", 2_000, 1_000)],
-              { concurrency: "unbounded" }
-            )
-            Assert.equal(wins.filter((w) => w).length, 1)
-            yield* Effect.all(
-              [
-                a.recordResults(env.id, [{ index: 0, status: "delivered", reply: "250 a" }]),
-                b.recordResults(env.id, [{ index: 1, status: "delivered", reply: "250 b" }])
-              ],
-              { concurrency: "unbounded" }
-            )
-            Assert.equal((yield* a.meta(env.id)).recipients.map((r) => r.reply), ["250 a", "250 b"])
-            yield* b.remove(env.id)
-            Assert.equal(yield* reasonOf(a.read(env.id)), "NotFound")
-          }),
-          reopen,
-          { local: true }
-        )
-      ))
+    if (options.shared !== false) {
+      test("two open instances share messages, leases and changes (like two processes)", () =>
+        run((a) =>
+          Effect.provide(
+            Effect.gen(function*() {
+              const b = yield* QueueStorage.QueueStorage
+              const known = new Set((yield* a.list()).map((m) => m.id))
+              const env = simpleEnvelope(2)
+              yield* b.write(env, { nextAttemptAt: 0 })
+              const c = yield* a.changes(known)
+              Assert.equal(c.added.map((m) => m.id), [env.id])
+              Assert.equal((yield* a.read(env.id)).envelope, env)
+              Assert.equal(yield* a.claim(env.id, "process-a", 1_000, 1_000), true)
+              Assert.equal(yield* b.claim(env.id, "process-b", 1_500, 1_000), false)
+              const wins = yield* Effect.all(
+                [a.claim(env.id, "process-a2", 2_000, 1_000), b.claim(env.id, "process-b2", 2_000, 1_000)],
+                { concurrency: "unbounded" }
+              )
+              Assert.equal(wins.filter((w) => w).length, 1)
+              yield* Effect.all(
+                [
+                  a.recordResults(env.id, [{ index: 0, status: "delivered", reply: "250 a" }]),
+                  b.recordResults(env.id, [{ index: 1, status: "delivered", reply: "250 b" }])
+                ],
+                { concurrency: "unbounded" }
+              )
+              Assert.equal((yield* a.meta(env.id)).recipients.map((r) => r.reply), ["250 a", "250 b"])
+              yield* b.remove(env.id)
+              Assert.equal(yield* reasonOf(a.read(env.id)), "NotFound")
+            }),
+            reopen,
+            { local: true }
+          )
+        ))
+    }
   }
 
   return { name: `QueueStorage conformance: ${name}`, scenarios }
