@@ -10,8 +10,14 @@
  * `queue`, `hash-password` commands are the runtime-neutral `Cli.run` of
  * `@mailroom/node`'s CLI (it needs only `node:util`'s `parseArgs`, which
  * Deno provides); this file hands it Deno's standard streams, files, host
- * name and random bytes, opens queues with `DenoDisk` or `DenoKvStorage`, and runs `serve`
- * with Deno's layers (`./serve.ts`), loaded only when `serve` runs.
+ * name and random bytes, opens queues with `DenoDisk`, `DenoJournal` or
+ * `DenoKvStorage`, and runs `serve` with Deno's layers (`./serve.ts`),
+ * loaded only when `serve` runs.
+ *
+ * A journal queue has one owner process: while a server runs on it the
+ * queue commands are refused (`queue.storage: …/owner.lock is held by pid
+ * N, which is running: …`); a command that opened it closes it (pending
+ * leases written, ownership given back) before the process exits.
  *
  * Needs `--allow-all` (net for listeners, read/write for the queue, run for
  * the pipe relay, env for the minimal child environment, sys for the host
@@ -20,6 +26,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Result from "effect/Result"
 import * as Scope from "effect/Scope"
 import type * as Envelope from "@mailroom/protocol/envelope/Envelope"
@@ -85,10 +92,52 @@ const openKv = (file: string): Effect.Effect<Cli.QueueHandle, QueueStorage.Stora
     return { location: path, storage, envelope }
   })
 
+/** The scopes of the journals this command opened, closed by `closeQueues`. */
+const openScopes: Array<Scope.Closeable> = []
+
+/**
+ * Closes the queues the commands opened (a journal writes its pending
+ * leases and gives its ownership back). `main` calls it before the process
+ * exits; an embedder that runs `Cli.run` with `io` calls it after.
+ */
+export const closeQueues = (): Promise<void> =>
+  Effect.runPromise(Effect.forEach(openScopes.splice(0), (scope) => Scope.close(scope, Exit.void), { discard: true }))
+
+/**
+ * Opens an existing journal queue (never creates one) for this command, until
+ * `closeQueues`. Fails with the engine's `Io` error naming the owner's pid
+ * while a server owns it, prefixed with the config key.
+ */
+const openJournal = (directory: string): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> =>
+  Effect.gen(function*() {
+    const dir = absolute(directory)
+    const missing = (detail: string) => QueueStorage.error("NotFound", "open", undefined, `no queue in ${dir}: ${detail}`)
+    const stat = yield* Effect.promise(() => Deno.stat(dir).catch(() => undefined))
+    if (stat === undefined) return yield* Effect.fail(missing("the directory does not exist (a server creates it on its first start)"))
+    if (!stat.isDirectory) return yield* Effect.fail(missing("not a directory"))
+    const layout = yield* Effect.promise(() => Deno.stat(`${dir}/layout.json`).then(() => true, () => false))
+    if (!layout) return yield* Effect.fail(missing("it has no layout.json (a server creates it on its first start)"))
+    const DenoJournal = yield* Effect.promise(() => import("./DenoJournal.ts"))
+    const scope = yield* Scope.make()
+    const storage = yield* DenoJournal.make({ directory: dir }).pipe(
+      Scope.provide(scope),
+      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause))),
+      Effect.mapError((e) => QueueStorage.error(e.reason, e.operation, e.id, `queue.storage: ${e.detail}`, e))
+    )
+    openScopes.push(scope)
+    const envelope = (id: string): Effect.Effect<Envelope.Envelope, QueueStorage.StorageError> =>
+      QueueStorage.isValidId(id)
+        ? Effect.map(storage.read(id), (stored) => ({ ...stored.envelope, message: new Uint8Array(0) }))
+        : Effect.fail(QueueStorage.error("NotFound", "envelope", id, "not a valid message id"))
+    return { location: dir, storage, envelope }
+  })
+
 const openQueue = (settings: Config.StorageSettings): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> => {
   switch (settings.type) {
     case "disk":
       return openDisk(settings.path)
+    case "journal":
+      return openJournal(settings.path)
     case "kv":
       return openKv(settings.path)
     case "redis":
@@ -139,9 +188,13 @@ export const io: Cli.Io = {
 
 if (import.meta.main) {
   Cli.run(Deno.args, io).then(
-    (code) => Deno.exit(code),
-    (e: unknown) => {
+    async (code) => {
+      await closeQueues()
+      Deno.exit(code)
+    },
+    async (e: unknown) => {
       io.stderr(`mailroom: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+      await closeQueues().catch(() => undefined)
       Deno.exit(1)
     }
   )

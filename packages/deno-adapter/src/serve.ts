@@ -13,8 +13,9 @@
  *   servers tried in order on time-outs, refusals and server failures, for
  *   `dns.tries` rounds; the system's when none is configured;
  * - the queue: `DenoDisk` (`type: disk`, the same on-disk format as Node's),
- *   `DenoKvStorage` (`type: kv`, Deno KV in a file, its parent directory
- *   created), or memory;
+ *   `DenoJournal` (`type: journal`, the same journal as Node's, owned by
+ *   this process while it runs), `DenoKvStorage` (`type: kv`, Deno KV in a
+ *   file, its parent directory created), or memory;
  * - the Maildir relay's file system: effect's `FileSystem` and `Path` from
  *   `@effect/platform-node` through Deno's Node compatibility (effect has no
  *   Deno file system of its own; Deno's `node:fs` open, fsync, link and
@@ -45,6 +46,7 @@ import * as Scope from "effect/Scope"
 import * as DenoDisk from "./DenoDisk.ts"
 import * as DenoDns from "./DenoDns.ts"
 import * as DenoHttp from "./DenoHttp.ts"
+import * as DenoJournal from "./DenoJournal.ts"
 import * as DenoKvStorage from "./DenoKvStorage.ts"
 import * as DenoProcess from "./DenoProcess.ts"
 import * as DenoTransport from "./DenoTransport.ts"
@@ -111,6 +113,8 @@ export const platform: Compose.Platform = {
     switch (settings.type) {
       case "disk":
         return DenoDisk.layer({ directory: settings.path })
+      case "journal":
+        return DenoJournal.layer({ directory: settings.path })
       case "kv":
         return kvLayer(settings.path)
       case "memory":

@@ -1,6 +1,6 @@
 /**
  * `mailroom serve` on Node: the Node platform (`node:net`/`node:tls`
- * transport, `NodeDns`, disk or memory storage, `NodeFileSystem`,
+ * transport, `NodeDns`, disk, journal or memory storage, `NodeFileSystem`,
  * `NodeProcess`, `node:fs` reads, `node:http`/`node:https` for the HTTP
  * edge) handed to the runtime-neutral `Compose.start`, which builds the
  * edges, the queue and the relay a decoded `Config` describes. `serve` runs
@@ -32,6 +32,7 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { readFileSync } from "node:fs"
 import * as DiskStorage from "./DiskStorage.ts"
+import * as JournalStorage from "./JournalStorage.ts"
 import * as NodeHttp from "./NodeHttp.ts"
 import * as NodeLog from "./NodeLog.ts"
 import * as NodeProcess from "./NodeProcess.ts"
@@ -56,6 +57,8 @@ export const platform: Compose.Platform = {
     switch (settings.type) {
       case "disk":
         return DiskStorage.layer({ directory: settings.path })
+      case "journal":
+        return JournalStorage.layer({ directory: settings.path })
       case "memory":
         return QueueStorage.memory
       case "redis":

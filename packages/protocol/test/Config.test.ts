@@ -368,7 +368,7 @@ describe("Config: a bad value names its key, the value and what was expected", (
       `relay: expected a mapping with a "type" key (one of ${relays}), got "maildir"`
     ])
     expect(problems(Config.decode({ queue: { storage: { type: "s3" } } }))).toEqual([
-      `queue.storage.type: expected one of "disk", "memory", "redis", "kv", got "s3"`
+      `queue.storage.type: expected one of "disk", "journal", "memory", "redis", "kv", got "s3"`
     ])
   })
 

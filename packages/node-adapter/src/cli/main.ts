@@ -2,9 +2,13 @@
  * The `mailroom` process: wires `Cli.run` to the real process (argv, standard
  * streams, files, the OS host name, this package's version, the clock,
  * randomness, and the queue storage a config names) and sets the exit code.
- * `serve.ts` is imported only when `serve` runs and `DiskStorage.ts` only
- * when a `queue` command opens the queue, so `--help`, `--version` and
- * `check-config` load nothing of the server.
+ * `serve.ts` is imported only when `serve` runs and `DiskStorage.ts` or
+ * `JournalStorage.ts` only when a `queue` command opens the queue, so
+ * `--help`, `--version` and `check-config` load nothing of the server.
+ *
+ * A journal queue has one owner process: while a server runs on it, the
+ * queue commands fail, naming the owner's pid (stop the server, or use a
+ * disk queue to steer a live queue).
  *
  * @since 0.1.0
  */
@@ -14,7 +18,9 @@ import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Result from "effect/Result"
+import * as Scope from "effect/Scope"
 import type * as Config from "@mailroom/protocol/config/Config"
 import type * as Envelope from "@mailroom/protocol/envelope/Envelope"
 import * as DiskLayout from "@mailroom/protocol/queue/DiskLayout"
@@ -54,10 +60,48 @@ const openDisk = (directory: string): Effect.Effect<Cli.QueueHandle, QueueStorag
     return { location: dir, storage, envelope }
   })
 
+/** The scopes of the journals this command opened, closed by `closeQueues` before the process exits. */
+const openScopes: Array<Scope.Closeable> = []
+
+/** Closes the queues the commands opened (a journal writes its pending leases and gives its ownership back). */
+const closeQueues = (): Promise<void> =>
+  Effect.runPromise(Effect.forEach(openScopes.splice(0), (scope) => Scope.close(scope, Exit.void), { discard: true }))
+
+/**
+ * Opens an existing journal queue (never creates one) until `closeQueues`.
+ * Fails with the journal's `Io` error naming the owner's pid while a server
+ * owns it, prefixed with the config key.
+ */
+const openJournal = (directory: string): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> =>
+  Effect.gen(function*() {
+    const dir = path.resolve(directory)
+    const missing = (detail: string) => QueueStorage.error("NotFound", "open", undefined, `no queue in ${dir}: ${detail}`)
+    const stat = yield* Effect.promise(() => fs.stat(dir).catch(() => undefined))
+    if (stat === undefined) return yield* Effect.fail(missing("the directory does not exist (a server creates it on its first start)"))
+    if (!stat.isDirectory()) return yield* Effect.fail(missing("not a directory"))
+    const layout = yield* Effect.promise(() => fs.access(path.join(dir, "layout.json")).then(() => true, () => false))
+    if (!layout) return yield* Effect.fail(missing("it has no layout.json (a server creates it on its first start)"))
+    const JournalStorage = yield* Effect.promise(() => import("../JournalStorage.ts"))
+    const scope = yield* Scope.make()
+    const storage = yield* JournalStorage.make({ directory: dir }).pipe(
+      Scope.provide(scope),
+      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause))),
+      Effect.mapError((e) => QueueStorage.error(e.reason, e.operation, e.id, `queue.storage: ${e.detail}`, e))
+    )
+    openScopes.push(scope)
+    const envelope = (id: string): Effect.Effect<Envelope.Envelope, QueueStorage.StorageError> =>
+      QueueStorage.isValidId(id)
+        ? Effect.map(storage.read(id), (stored) => ({ ...stored.envelope, message: new Uint8Array(0) }))
+        : Effect.fail(QueueStorage.error("NotFound", "envelope", id, "not a valid message id"))
+    return { location: dir, storage, envelope }
+  })
+
 const openQueue = (settings: Config.StorageSettings): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> => {
   switch (settings.type) {
     case "disk":
       return openDisk(settings.path)
+    case "journal":
+      return openJournal(settings.path)
     case "redis":
       return Effect.fail(
         QueueStorage.error("Io", "open", undefined, "queue.storage.type: redis storage is not available yet in this version")
@@ -115,10 +159,12 @@ process.stdout.on("error", (e: NodeJS.ErrnoException) => {
 })
 
 Cli.run(process.argv.slice(2), io).then(
-  (code) => {
+  async (code) => {
+    await closeQueues()
     process.exitCode = code
   },
-  (e: unknown) => {
+  async (e: unknown) => {
+    await closeQueues().catch(() => undefined)
     process.stderr.write(`mailroom: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     process.exitCode = 1
   }

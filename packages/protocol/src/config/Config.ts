@@ -308,6 +308,8 @@ const Smtp = Schema.Struct({
 
 const Storage = Schema.Union([
   Schema.Struct({ type: Schema.Literal("disk"), path: FilePath.pipe(withDefault("./var/queue")) }),
+  /** An append-only journal with group commit, owned by one process (see docs/queue.md). */
+  Schema.Struct({ type: Schema.Literal("journal"), path: FilePath.pipe(withDefault("./var/queue.journal")) }),
   Schema.Struct({ type: Schema.Literal("memory") }),
   Schema.Struct({ type: Schema.Literal("redis"), url: url(["redis", "rediss", "unix"]) }),
   /** Deno KV (Deno only; refused at startup on Node). */
@@ -660,6 +662,8 @@ export const summary = (config: Config): string => {
   const storage = config.queue.storage
   const queue = storage.type === "disk"
     ? `disk ${storage.path}`
+    : storage.type === "journal"
+    ? `journal ${storage.path}`
     : storage.type === "kv"
     ? `kv ${storage.path}`
     : storage.type === "redis"
