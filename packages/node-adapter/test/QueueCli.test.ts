@@ -633,4 +633,54 @@ relay: { type: http, url: "http://127.0.0.1:${dead}/" }
       removeDir(dir)
     }
   }, 90_000)
+
+  it("a journal queue has one owner: while the server runs the commands name its pid; once it stopped they work", async () => {
+    dir = tempDir("mailroom-queue-journal-")
+    const port = await freePort()
+    const dead = await freePort()
+    fs.writeFileSync(
+      path.join(dir, "mailroom.yaml"),
+      `hostname: mx.mailroom.test
+smtp:
+  - listen: "127.0.0.1:${port}"
+queue:
+  storage: { type: journal, path: var/journal }
+relay: { type: http, url: "http://127.0.0.1:${dead}/" }
+`
+    )
+    server = spawn(node, [bin, "serve", "--config", "mailroom.yaml"], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] })
+    server.stdout!.on("data", (d) => (log += d))
+    server.stderr!.on("data", (d) => (log += d))
+    await waitForPort("127.0.0.1", port, 15_000)
+    try {
+      const transport = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true })
+      const sent = await transport.sendMail({ from: "alice@example.org", to: "bob@example.net", subject: "journal", text: "hello" })
+      expect(sent.response).toMatch(/^250 2\.6\.0 Ok: queued as /)
+      const id = /queued as (\S+)/.exec(sent.response)![1]!
+
+      const busy = await mailroom(["queue", "list", "--config", "mailroom.yaml"], { cwd: dir })
+      expect(busy.code).toBe(1)
+      expect(busy.stdout).toBe("")
+      expect(busy.stderr).toContain("queue.storage: ")
+      expect(busy.stderr).toContain(`pid ${server.pid}`)
+
+      const s = server
+      const code = await new Promise<number | null>((resolve) => {
+        s.once("exit", (c) => resolve(c))
+        s.kill("SIGTERM")
+      })
+      expect(code, log).toBe(0)
+
+      const listed = await listJson(dir)
+      expect(listed).toMatchObject([{ id, held: false, recipients: [{ address: "bob@example.net", status: "pending" }] }])
+      const shown = await mailroom(["queue", "show", id, "--headers", "--config", "mailroom.yaml"], { cwd: dir })
+      expect(shown.stdout).toContain("Subject: journal\r\n")
+      expect(await mailroom(["queue", "delete", id, "--config", "mailroom.yaml"], { cwd: dir })).toMatchObject({ code: 0, stdout: `deleted ${id}\n` })
+      expect(await listJson(dir)).toEqual([])
+      // each command gave the journal back: no owner is left behind
+      expect(fs.existsSync(path.join(dir, "var", "journal", "owner.lock"))).toBe(false)
+    } finally {
+      removeDir(dir)
+    }
+  }, 90_000)
 })
