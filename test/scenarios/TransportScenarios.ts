@@ -5,15 +5,23 @@
  * (also towards a half-closed peer), graceful close that flushes, STARTTLS
  * discarding pipelined plaintext, implicit TLS, SNI, PROXY v1/v2 read
  * exactly (also with TLS right behind the header), and the connector's TLS
- * with and without verification. Node registers them in
+ * with and without verification; the read deadline and wake-up
+ * (`readWithin`, `wake`) and the write time limit, and what the SMTP edge
+ * builds on them: the exact 421 after an idle timeout in each state, and a
+ * shutdown that wakes idle sessions at once. Node registers them in
  * test/node/Transport.test.ts, Deno in packages/deno-adapter/test.
  *
  * What it deliberately does not do: haproxy and back-pressure timing (the
  * Node adapter's own tests cover those with node sockets).
  */
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
 import type * as Scope from "effect/Scope"
+import * as CredentialsService from "../../packages/protocol/src/auth/CredentialsService.ts"
+import * as SmtpEdge from "../../packages/protocol/src/edge/SmtpEdge.ts"
 import * as Transport from "../../packages/protocol/src/edge/Transport.ts"
+import * as Queue from "../../packages/protocol/src/queue/Queue.ts"
 import * as Bytes from "../../packages/protocol/src/wire/Bytes.ts"
 import * as ProxyProtocol from "../../packages/protocol/src/wire/ProxyProtocol.ts"
 import * as Assert from "./Assert.ts"
@@ -242,6 +250,218 @@ export const transportScenarios = (env: Env): ScenarioSuite => {
     const refused = await run(Effect.flip(connect({ endpoint: { _tag: "Inet", address: "127.0.0.1", port } })))
     Assert.equal(refused.reason, "Connect")
     Assert.includes(refused.message, `127.0.0.1:${port}`)
+  })
+
+  // --- read deadline, wake-up, write time limit --------------------------------
+
+  test("readWithin: \"timeout\" once its time is up, at once for 0 ms; the late bytes come with the next read", async () => {
+    const seen: Array<string> = []
+    let waited = 0
+    const done = signal()
+    await run(Effect.gen(function*() {
+      const bound = yield* listen({ endpoint: loopback }, (conn) =>
+        Effect.gen(function*() {
+          const show = (r: Transport.ReadResult) => (typeof r === "string" || r === null ? String(r) : text(r))
+          seen.push(show(yield* conn.readWithin(0)))
+          const started = Date.now()
+          seen.push(show(yield* conn.readWithin(200)))
+          waited = Date.now() - started
+          yield* conn.write(bytes("go\r\n"))
+          seen.push(show(yield* conn.readWithin(5_000)))
+          // bytes already received are returned by a 0 ms read (on Deno, where reads are
+          // pulled, once a poll has started the read that fetches them)
+          yield* conn.write(bytes("again\r\n"))
+          let polled: Transport.ReadResult = "timeout"
+          for (let i = 0; i < 100 && polled === "timeout"; i++) {
+            yield* promise(() => sleep(20))
+            polled = yield* conn.readWithin(0)
+          }
+          seen.push(show(polled))
+          seen.push(show(yield* conn.readWithin(5_000)))
+        }).pipe(Effect.catch(() => Effect.void), Effect.ensuring(Effect.sync(() => done.resolve()))))
+      const client = yield* connect({ endpoint: bound.endpoint })
+      Assert.equal(yield* readUntil(client, "go\r\n"), "go\r\n")
+      yield* client.write(bytes("late\r\n"))
+      Assert.equal(yield* readUntil(client, "again\r\n"), "again\r\n")
+      yield* client.write(bytes("more\r\n"))
+      yield* promise(() => sleep(50))
+      yield* client.close
+      yield* promise(() => done.promise)
+    }))
+    Assert.equal(seen, ["timeout", "timeout", "late\r\n", "more\r\n", "null"])
+    Assert.atLeast(waited, 190, "the 200 ms deadline")
+    Assert.atMost(waited, 2_000, "the 200 ms deadline")
+  })
+
+  test("wake: a pending readWithin returns \"woken\"; with none pending the next one does, once; plain reads are not woken", async () => {
+    const seen: Array<string> = []
+    const done = signal()
+    await run(Effect.gen(function*() {
+      const bound = yield* listen({ endpoint: loopback }, (conn) =>
+        Effect.gen(function*() {
+          const show = (r: Transport.ReadResult) => (typeof r === "string" || r === null ? String(r) : text(r))
+          // a read with no deadline, woken from outside
+          const pending = yield* Effect.forkChild(conn.readWithin(undefined))
+          yield* promise(() => sleep(50))
+          conn.wake()
+          seen.push(show(yield* Fiber.join(pending)))
+          // a wake-up with no read pending is kept for the next read, once
+          conn.wake()
+          seen.push(show(yield* conn.readWithin(5_000)))
+          yield* conn.write(bytes("ready\r\n"))
+          seen.push(show(yield* conn.readWithin(5_000)))
+          // a plain read is not woken: it goes on to the data
+          const plain = yield* Effect.forkChild(conn.read)
+          yield* promise(() => sleep(50))
+          conn.wake()
+          yield* conn.write(bytes("send\r\n"))
+          const batch = yield* Fiber.join(plain)
+          seen.push(batch === null ? "null" : text(batch))
+          // ... and the wake-up it did not take is the next readWithin's
+          seen.push(show(yield* conn.readWithin(5_000)))
+        }).pipe(Effect.catch(() => Effect.void), Effect.ensuring(Effect.sync(() => done.resolve()))))
+      const client = yield* connect({ endpoint: bound.endpoint })
+      Assert.equal(yield* readUntil(client, "ready\r\n"), "ready\r\n")
+      yield* client.write(bytes("data\r\n"))
+      Assert.equal(yield* readUntil(client, "send\r\n"), "send\r\n")
+      yield* client.write(bytes("plain\r\n"))
+      yield* promise(() => done.promise)
+    }))
+    Assert.equal(seen, ["woken", "woken", "data\r\n", "plain\r\n", "woken"])
+  })
+
+  test("an interrupted readWithin loses nothing: the bytes that come next go to the next read", async () => {
+    let got = ""
+    const done = signal()
+    await run(Effect.gen(function*() {
+      const bound = yield* listen({ endpoint: loopback }, (conn) =>
+        Effect.gen(function*() {
+          const pending = yield* Effect.forkChild(conn.readWithin(60_000))
+          yield* promise(() => sleep(30))
+          yield* Fiber.interrupt(pending)
+          yield* conn.write(bytes("go\r\n"))
+          const next = yield* conn.readWithin(5_000)
+          got = typeof next === "string" || next === null ? String(next) : text(next)
+        }).pipe(Effect.catch(() => Effect.void), Effect.ensuring(Effect.sync(() => done.resolve()))))
+      const client = yield* connect({ endpoint: bound.endpoint })
+      Assert.equal(yield* readUntil(client, "go\r\n"), "go\r\n")
+      yield* client.write(bytes("after\r\n"))
+      yield* promise(() => done.promise)
+    }))
+    Assert.equal(got, "after\r\n")
+  })
+
+  test("write with a time limit: a peer that never reads makes it fail with Timeout", async () => {
+    let outcome: string | undefined
+    let written = 0
+    const done = signal()
+    await run(
+      Effect.gen(function*() {
+        const bound = yield* listen({ endpoint: loopback }, (conn) =>
+          Effect.gen(function*() {
+            const chunk = new Uint8Array(64 * 1024).fill(0x61)
+            // bounded: loopback buffers hold a few MiB, far below this
+            while (written < 256 * 1024 * 1024) {
+              yield* conn.write(chunk, 300)
+              written += chunk.length
+            }
+            outcome = "never blocked"
+          }).pipe(
+            Effect.catch((e) => Effect.sync(() => (outcome = e.reason))),
+            Effect.ensuring(Effect.sync(() => done.resolve()))
+          ))
+        yield* connect({ endpoint: bound.endpoint })
+        yield* promise(() => done.promise)
+      }),
+      env.transport({ highWaterMark: 16 * 1024 })
+    )
+    Assert.equal(outcome, "Timeout")
+    Assert.atLeast(written, 64 * 1024)
+  })
+
+  /** An SMTP edge on a loopback port with a memory queue; the edge's log is dropped. */
+  const edgeRun = <A, E>(
+    session: { readonly commandTimeoutMs?: number; readonly dataTimeoutMs?: number },
+    client: (edge: SmtpEdge.SmtpEdge, queue: Queue.MemoryQueue) => Effect.Effect<A, E, Services | Scope.Scope>
+  ): Promise<A> =>
+    run(
+      Effect.gen(function*() {
+        const { layer, queue } = yield* Queue.memory()
+        const edge = yield* SmtpEdge.make({
+          listen: { endpoint: loopback },
+          session: { hostname: "mx.example.test", ...session },
+          shutdownGraceMs: 20_000
+        }).pipe(Effect.provide([layer, CredentialsService.none]))
+        return yield* client(edge, queue)
+      }).pipe(Effect.provide(Logger.layer([])))
+    )
+
+  const BANNER = "220 mx.example.test ESMTP Mailroom\r\n"
+  const TIMEOUT = "421 4.4.2 mx.example.test Error: timeout exceeded\r\n"
+  const SHUTDOWN = "421 4.3.0 mx.example.test Service not available, closing transmission channel\r\n"
+
+  test("SmtpEdge: an idle session gets exactly 421 4.4.2 after its command timeout, then the close", async () => {
+    let waited = 0
+    await edgeRun({ commandTimeoutMs: 300 }, (edge) =>
+      Effect.gen(function*() {
+        const client = yield* connect({ endpoint: edge.endpoint })
+        Assert.equal(yield* readUntil(client, "\r\n"), BANNER)
+        const started = Date.now()
+        Assert.equal(text(yield* readAll(client)), TIMEOUT)
+        waited = Date.now() - started
+        // a command resets the deadline: this session is answered, then times out the same way
+        const other = yield* connect({ endpoint: edge.endpoint })
+        Assert.equal(yield* readUntil(other, "\r\n"), BANNER)
+        yield* promise(() => sleep(200))
+        yield* other.write(bytes("NOOP\r\n"))
+        yield* promise(() => sleep(200))
+        yield* other.write(bytes("NOOP\r\n"))
+        Assert.equal(text(yield* readAll(other)), "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n" + TIMEOUT)
+        Assert.equal(yield* edge.connections, 0)
+      }))
+    Assert.atLeast(waited, 250, "not before the command timeout")
+    Assert.atMost(waited, 3_000, "soon after the command timeout")
+  })
+
+  test("SmtpEdge: the data timeout applies mid-message: exactly 421 4.4.2, nothing queued", async () => {
+    let waited = 0
+    await edgeRun({ commandTimeoutMs: 5_000, dataTimeoutMs: 300 }, (edge, queue) =>
+      Effect.gen(function*() {
+        const client = yield* connect({ endpoint: edge.endpoint })
+        Assert.equal(yield* readUntil(client, "\r\n"), BANNER)
+        yield* client.write(bytes("HELO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"))
+        Assert.includes(yield* readUntil(client, "354 "), "354 ")
+        yield* client.write(bytes("Subject: half a message\r\n"))
+        const started = Date.now()
+        Assert.equal(text(yield* readAll(client)), TIMEOUT)
+        waited = Date.now() - started
+        Assert.equal((yield* queue.received).length, 0)
+      }))
+    Assert.atLeast(waited, 250, "not before the data timeout")
+    Assert.atMost(waited, 3_000, "the data timeout, not the command timeout")
+  })
+
+  test("SmtpEdge: shutdown wakes idle sessions at once with 421 4.3.0 and ends without waiting out the grace", async () => {
+    let took = 0
+    await edgeRun({}, (edge) =>
+      Effect.gen(function*() {
+        const a = yield* connect({ endpoint: edge.endpoint })
+        const b = yield* connect({ endpoint: edge.endpoint })
+        Assert.equal(yield* readUntil(a, "\r\n"), BANNER)
+        Assert.equal(yield* readUntil(b, "\r\n"), BANNER)
+        yield* b.write(bytes("EHLO client.example\r\n"))
+        Assert.includes(yield* readUntil(b, "250 "), "250-mx.example.test")
+        Assert.equal(yield* edge.connections, 2)
+        const started = Date.now()
+        const stopping = yield* Effect.forkChild(edge.shutdown)
+        Assert.equal(text(yield* readAll(a)), SHUTDOWN)
+        Assert.includes(text(yield* readAll(b)), SHUTDOWN)
+        yield* Fiber.join(stopping)
+        took = Date.now() - started
+        Assert.equal(yield* edge.connections, 0)
+      }))
+    // the sessions waited in reads with a 300 s deadline; the grace was 20 s
+    Assert.atMost(took, 3_000, "shutdown did not wait for the idle reads")
   })
 
   // --- TLS ------------------------------------------------------------------

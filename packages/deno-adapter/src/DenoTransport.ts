@@ -22,8 +22,9 @@
  *   (opportunistic TLS that records why verification failed, which Deno's
  *   own TLS cannot do).
  *
- * What this module deliberately does not do: framing, SMTP, time limits
- * other than the PROXY header wait and TLS handshakes.
+ * What this module deliberately does not do: framing, SMTP, choosing time
+ * limits other than the PROXY header wait and TLS handshakes (the driver
+ * passes its read deadlines and write limits; the connection enforces them).
  *
  * @since 0.1.0
  */

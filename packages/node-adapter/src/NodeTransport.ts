@@ -26,8 +26,9 @@
  * peer's FIN so that unread input does not turn into a reset); `destroy` is
  * immediate.
  *
- * What this module deliberately does not do: framing, SMTP, time limits other
- * than the PROXY header wait and TLS handshakes (those are the driver's).
+ * What this module deliberately does not do: framing, SMTP, choosing time
+ * limits other than the PROXY header wait and TLS handshakes (the driver
+ * passes its read deadlines and write limits; the connection enforces them).
  *
  * @since 0.1.0
  */

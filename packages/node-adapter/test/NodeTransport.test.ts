@@ -4,11 +4,13 @@ import * as net from "node:net"
 import * as path from "node:path"
 import * as tls from "node:tls"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Transport from "@mailroom/protocol/edge/Transport"
 import * as ProxyProtocol from "@mailroom/protocol/wire/ProxyProtocol"
+import type { NodeConnection } from "../src/internal/NodeConnection.ts"
 import * as NodeTransport from "../src/NodeTransport.ts"
 import { type IssuedCertificate, makeCa, type TestCa } from "../../../test/support/certs.ts"
 import { type Haproxy, startHaproxy } from "../../../test/support/haproxy.ts"
@@ -430,6 +432,73 @@ describe("NodeTransport listener: plain TCP and Unix sockets", () => {
       expect(client.data.length).toBe(big.length)
       expect(client.ended).toBe(true)
     }))
+  })
+
+  it("a peer's reset after close builds no error object; a reset during the session is a Reset failure", async () => {
+    const conns: Array<NodeConnection> = []
+    const closed = signal()
+    await run(Effect.gen(function*() {
+      const bound = yield* listen({ endpoint: loopback }, (conn) =>
+        Effect.gen(function*() {
+          conns.push(conn as NodeConnection)
+          yield* conn.write(bytes("221 bye\r\n"))
+          if (conns.length === 1) {
+            yield* conn.close
+            // the linger waits for the peer's FIN; the peer resets instead
+            while (!(conn as NodeConnection).sock.destroyed) yield* Effect.sleep(10)
+            closed.resolve()
+            return
+          }
+          const got = yield* Effect.flip(conn.readWithin(5_000))
+          expect(got.reason).toBe("Reset")
+        }).pipe(Effect.catch(() => Effect.void)))
+      const first = yield* promise(() => tcp(bound.endpoint))
+      yield* promise(() => first.waitFor("221 bye\r\n"))
+      first.sock.resetAndDestroy()
+      yield* promise(() => closed.promise)
+      expect(conns[0]!.failure).toBeUndefined()
+      const second = yield* promise(() => tcp(bound.endpoint))
+      yield* promise(() => second.waitFor("221 bye\r\n"))
+      second.sock.resetAndDestroy()
+      yield* Effect.sleep(100)
+    }))
+    expect(conns[1]!.failure?.reason).toBe("Reset")
+  })
+
+  it("readWithin arms one timer while it waits and disarms it when data comes, on wake and on interruption", async () => {
+    const seen: Array<string> = []
+    const done = signal()
+    await run(Effect.gen(function*() {
+      const bound = yield* listen({ endpoint: loopback }, (c) =>
+        Effect.gen(function*() {
+          const conn = c as NodeConnection
+          const pending = yield* Effect.forkChild(conn.readWithin(60_000))
+          yield* Effect.sleep(20)
+          seen.push(`armed ${conn.readTimer !== undefined}`)
+          yield* conn.write(bytes("go\r\n"))
+          const got = yield* Fiber.join(pending)
+          seen.push(`data ${Array.isArray(got) ? text(got) : String(got)} ${conn.readTimer === undefined}`)
+          const woken = yield* Effect.forkChild(conn.readWithin(60_000))
+          yield* Effect.sleep(20)
+          conn.wake()
+          seen.push(`${yield* Fiber.join(woken)} ${conn.readTimer === undefined}`)
+          const interrupted = yield* Effect.forkChild(conn.readWithin(60_000))
+          yield* Effect.sleep(20)
+          yield* Fiber.interrupt(interrupted)
+          seen.push(`interrupted ${conn.readTimer === undefined} ${conn.reader === undefined}`)
+          // nothing is lost: the bytes that come now go to the next read
+          yield* conn.write(bytes("again\r\n"))
+          const next = yield* conn.readWithin(5_000)
+          seen.push(`next ${Array.isArray(next) ? text(next) : String(next)}`)
+        }).pipe(Effect.catch(() => Effect.void), Effect.ensuring(Effect.sync(() => done.resolve()))))
+      const client = yield* promise(() => tcp(bound.endpoint))
+      yield* promise(() => client.waitFor("go\r\n"))
+      client.write("one\r\n")
+      yield* promise(() => client.waitFor("again\r\n"))
+      client.write("two\r\n")
+      yield* promise(() => done.promise)
+    }))
+    expect(seen).toEqual(["armed true", "data one\r\n true", "woken true", "interrupted true true", "next two\r\n"])
   })
 })
 

@@ -3,13 +3,18 @@
  * (`DenoConnection`, the state behind `Transport.Connection`), and the client
  * side of TLS on it.
  *
- * Reads are pulled: `read` starts one `conn.read` into a 64 KiB buffer when
- * nothing is buffered, so it hands over everything the kernel held at that
- * moment (one batch), and the socket is never read ahead of the driver,
- * which is what lets `Deno.startTls` take the connection over. A read that
- * the driver gave up on (a timeout) keeps its data for the next `read`.
- * Writes are queued and flushed by one loop; `write` suspends only while more
- * than the high-water mark is queued. End of stream is `null`, never an error.
+ * Reads are pulled: `read` starts one `conn.read` when nothing is buffered,
+ * so it hands over what the kernel held at that moment (one batch, up to the
+ * buffer's size), and the socket is never read ahead of the driver, which is
+ * what lets `Deno.startTls` take the connection over. The buffer is small
+ * (256 bytes) while reads are small, since a waiting read holds its buffer and
+ * an idle connection is mostly that wait, and 64 KiB while data streams in
+ * (see `pull`). A read that the driver gave up on (a timeout, a wake-up)
+ * keeps its data for the next `read`. `readWithin`'s deadlines live in one
+ * process-wide heap behind one timer (`Deadlines.ts`): a Deno timer per
+ * connection would cost as much as the connection's own state. Writes are
+ * queued and flushed by one loop; `write` suspends only while more than the
+ * high-water mark is queued. End of stream is `null`, never an error.
  *
  * Server-side TLS (STARTTLS and implicit TLS) is Deno's `node:tls`: a
  * `TLSSocket` with `isServer` over a small `Duplex` that reads and writes the
@@ -39,6 +44,7 @@ import { Duplex } from "node:stream"
 import * as tls from "node:tls"
 import * as Effect from "effect/Effect"
 import * as Transport from "@mailroom/protocol/edge/Transport"
+import * as Deadlines from "./Deadlines.ts"
 
 /** Tunables after defaults. */
 export interface Settings {
@@ -56,7 +62,16 @@ export interface ByteStream {
   close(): void
 }
 
-const READ_SIZE = 64 * 1024
+/**
+ * The smallest read buffer: what an idle connection's pending read holds.
+ * A command, or a pipelined group of a few, fits; a read that fills it makes the
+ * next one `MAX_READ_SIZE`.
+ */
+const MIN_READ_SIZE = 256
+/** The largest read buffer, reached while reads keep filling theirs (a message streaming in). */
+const MAX_READ_SIZE = 64 * 1024
+/** The buffer of `node:tls` over a native connection: a whole TLS record (16 KiB and its overhead). */
+const TLS_READ_SIZE = 17 * 1024
 let nextConnectionId = 0
 
 // ---------------------------------------------------------------------------
@@ -98,7 +113,7 @@ const isIp = (s: string): boolean => /^[0-9.]+$/.test(s) || s.includes(":")
  * `first` is a read of the connection already in flight: its bytes come first.
  */
 const duplexOver = (conn: ByteStream, first?: Promise<Uint8Array | null>): Duplex => {
-  const buf = new Uint8Array(READ_SIZE)
+  const buf = new Uint8Array(TLS_READ_SIZE)
   let pending = first
   return new Duplex({
     read() {
@@ -299,24 +314,27 @@ export const makeServerTls = (initial: ServerContexts | undefined): ServerTls =>
 // The connection
 // ---------------------------------------------------------------------------
 
-type Resume<A> = (effect: Effect.Effect<A, Transport.TransportError>) => void
 type Batch = ReadonlyArray<Uint8Array> | null
+/** Resumes the fiber waiting in a read. `read` waits for a `Batch`, `readWithin` for any `ReadResult`. */
+type Resume = (effect: Effect.Effect<Transport.ReadResult, Transport.TransportError>) => void
+type ResumeWrite = (effect: Effect.Effect<void, Transport.TransportError>) => void
 
 const succeedNull: Effect.Effect<Batch> = Effect.succeed(null)
+const succeedTimeout: Effect.Effect<Transport.ReadResult> = Effect.succeed("timeout")
+const succeedWoken: Effect.Effect<Transport.ReadResult> = Effect.succeed("woken")
 
-/** One live native connection: the state behind `Transport.Connection`. */
-export class DenoConnection implements Transport.Connection {
+/**
+ * One live native connection: the state behind `Transport.Connection`. The
+ * operations are prototype methods and getters, not per-connection closures,
+ * and the read buffer is small until data flows (see `pull`): an idle
+ * connection costs its fields, one pending native read into
+ * `MIN_READ_SIZE` bytes, and its socket.
+ */
+export class DenoConnection implements Transport.Connection, Deadlines.Waiter {
   readonly id: number
   readonly remote: Transport.Endpoint
   readonly local: Transport.Endpoint
   proxied: Transport.ProxiedFacts | undefined = undefined
-  readonly read: Effect.Effect<Batch, Transport.TransportError>
-  readonly write: (bytes: Uint8Array) => Effect.Effect<void, Transport.TransportError>
-  readonly startTls: (options?: Transport.ClientTlsOptions) => Effect.Effect<Transport.TlsInfo, Transport.TransportError>
-  readonly tls: () => Transport.TlsInfo | undefined
-  readonly close: Effect.Effect<void>
-  readonly destroy: Effect.Effect<void>
-  readonly finalize: Effect.Effect<void>
 
   /** The native connection (closed with the stream). */
   readonly raw: Deno.Conn
@@ -324,21 +342,35 @@ export class DenoConnection implements Transport.Connection {
   /** Server side: the listener's certificates (maybe none). Client side: undefined. */
   readonly serverTls: ServerTls | undefined
   readonly settings: Settings
-  private readonly buf = new Uint8Array(READ_SIZE)
+  /** The buffer the next read goes into; allocated when a read starts. */
+  private buf: Uint8Array | undefined = undefined
+  /** How large the next read buffer is: grows while reads come back full, shrinks once they do not. */
+  private readSize = MIN_READ_SIZE
   private chunks: Array<Uint8Array> = []
   private inflight: Promise<void> | undefined = undefined
-  /** The read behind `inflight`: its byte count (into `buf`), for handing over to TLS. */
+  /** The read behind `inflight`: its byte count, for handing over to TLS. */
   private inflightRead: Promise<number | null> | undefined = undefined
+  /** The buffer `inflightRead` reads into. */
+  private inflightBuf: Uint8Array | undefined = undefined
   private eof = false
   /** `close` or `destroy` was called: reads see end of stream, writes fail. */
   private ended = false
   private closing = false
   private failure: Transport.TransportError | undefined = undefined
-  private reader: Resume<Batch> | undefined = undefined
+  private reader: Resume | undefined = undefined
+  /** The pending reader came from `readWithin`: `wake` may end it. */
+  private readerWakeable = false
+  /** `wake` was called with no `readWithin` pending: the next one returns "woken". */
+  private woken = false
+  /** @internal `Deadlines.Waiter` */
+  deadlineAt = 0
+  /** @internal `Deadlines.Waiter` */
+  deadlineSlot = -1
   private queue: Array<Uint8Array> = []
   private queued = 0
   private flushing = false
-  private drainer: Resume<void> | undefined = undefined
+  private drainer: ResumeWrite | undefined = undefined
+  private drainTimer: ReturnType<typeof setTimeout> | undefined = undefined
   private flushWaiters: Array<() => void> = []
   private tlsInfo: Transport.TlsInfo | undefined = undefined
   private upgrading = false
@@ -351,41 +383,107 @@ export class DenoConnection implements Transport.Connection {
     this.local = local
     this.serverTls = serverTls
     this.settings = settings
-    const waitRead = Effect.callback<Batch, Transport.TransportError>((resume) => {
-      this.reader = resume
-      this.pull()
-      return Effect.sync(() => {
-        if (this.reader === resume) this.reader = undefined
-      })
-    })
-    this.read = Effect.suspend(() => {
+  }
+
+  // --- Transport.Connection -------------------------------------------------
+
+  get read(): Effect.Effect<Batch, Transport.TransportError> {
+    return Effect.suspend(() => {
       if (this.chunks.length > 0) return Effect.succeed(this.take())
       if (this.failure !== undefined) return Effect.fail(this.failure)
       if (this.eof || this.ended) return succeedNull
-      return waitRead
+      return this.waitRead(false, undefined) as Effect.Effect<Batch, Transport.TransportError>
     })
-    const waitDrain = Effect.callback<void, Transport.TransportError>((resume) => {
-      this.drainer = resume
-      return Effect.sync(() => {
-        if (this.drainer === resume) this.drainer = undefined
-      })
-    })
-    this.write = (bytes) => {
+  }
+
+  readWithin(ms: number | undefined): Effect.Effect<Transport.ReadResult, Transport.TransportError> {
+    return Effect.suspend(() => {
+      if (this.chunks.length > 0) return Effect.succeed(this.take())
       if (this.failure !== undefined) return Effect.fail(this.failure)
-      if (this.ended || this.upgrading) return Effect.fail(closedError())
-      if (bytes.length === 0) return Effect.void
-      this.queue.push(bytes)
-      this.queued += bytes.length
-      if (!this.flushing) void this.flush()
-      return this.queued > this.settings.highWaterMark ? waitDrain : Effect.void
+      if (this.eof || this.ended) return succeedNull
+      if (this.woken) {
+        this.woken = false
+        return succeedWoken
+      }
+      if (ms !== undefined && ms <= 0) {
+        // a poll: nothing is read ahead of the driver here, so it starts the read that a later poll sees
+        this.pull()
+        return succeedTimeout
+      }
+      return this.waitRead(true, ms)
+    })
+  }
+
+  wake(): void {
+    const reader = this.reader
+    if (reader === undefined || !this.readerWakeable) {
+      this.woken = true
+      return
     }
-    this.tls = () => this.tlsInfo
-    this.close = Effect.suspend(() => this.gracefulClose())
-    this.destroy = Effect.sync(() => this.hardClose())
-    this.finalize = Effect.sync(() => {
+    this.clearReader()
+    reader(succeedWoken)
+  }
+
+  write(bytes: Uint8Array, timeoutMs?: number): Effect.Effect<void, Transport.TransportError> {
+    if (this.failure !== undefined) return Effect.fail(this.failure)
+    if (this.ended || this.upgrading) return Effect.fail(closedError())
+    if (bytes.length === 0) return Effect.void
+    this.queue.push(bytes)
+    this.queued += bytes.length
+    if (!this.flushing) void this.flush()
+    return this.queued > this.settings.highWaterMark ? this.waitDrain(timeoutMs) : Effect.void
+  }
+
+  tls(): Transport.TlsInfo | undefined {
+    return this.tlsInfo
+  }
+
+  startTls(options?: Transport.ClientTlsOptions): Effect.Effect<Transport.TlsInfo, Transport.TransportError> {
+    return this.upgrade(options)
+  }
+
+  get close(): Effect.Effect<void> {
+    return Effect.suspend(() => this.gracefulClose())
+  }
+
+  get destroy(): Effect.Effect<void> {
+    return Effect.sync(() => this.hardClose())
+  }
+
+  /** What the listener and the connector run when the handler or scope ends. */
+  get finalize(): Effect.Effect<void> {
+    return Effect.sync(() => {
       if (!this.closing) this.hardClose()
     })
-    this.startTls = (options) => this.upgrade(options)
+  }
+
+  // --- reads -----------------------------------------------------------------
+
+  private waitRead(wakeable: boolean, ms: number | undefined): Effect.Effect<Transport.ReadResult, Transport.TransportError> {
+    return Effect.callback<Transport.ReadResult, Transport.TransportError>((resume) => {
+      this.reader = resume
+      this.readerWakeable = wakeable
+      if (ms !== undefined) Deadlines.add(this, ms)
+      this.pull()
+      return Effect.sync(() => {
+        if (this.reader === resume) this.clearReader()
+      })
+    })
+  }
+
+  /** Forgets the pending reader and withdraws its deadline (its native read, if any, goes on: see the module header). */
+  private clearReader(): void {
+    this.reader = undefined
+    this.readerWakeable = false
+    Deadlines.remove(this)
+  }
+
+  /** @internal `Deadlines.Waiter`: the pending `readWithin` ran out of time. */
+  deadlineReached(): void {
+    const reader = this.reader
+    if (reader === undefined) return
+    this.clearReader()
+    reader(succeedTimeout)
   }
 
   private take(): ReadonlyArray<Uint8Array> {
@@ -394,25 +492,37 @@ export class DenoConnection implements Transport.Connection {
     return batch
   }
 
-  /** Starts one read of the current stream unless one is running. */
+  /**
+   * Starts one read of the current stream unless one is running. The buffer
+   * is `MIN_READ_SIZE` (what an idle connection waits on) until a read fills
+   * it; the next reads are then `MAX_READ_SIZE` (a message streaming in),
+   * until one is smaller than `MIN_READ_SIZE` again. A read that filled more
+   * than half of its buffer hands that buffer over as the chunk (no copy); a
+   * smaller one is copied out and the buffer kept for the next read.
+   */
   private pull(): void {
     if (this.inflight !== undefined || this.eof || this.ended || this.upgrading || this.failure !== undefined) return
     const stream = this.stream
-    const read = stream.read(this.buf)
+    const buf = this.buf ?? new Uint8Array(this.readSize)
+    this.buf = undefined
+    const read = stream.read(buf)
     this.inflightRead = read
+    this.inflightBuf = buf
     this.inflight = read.then(
       (n) => {
         this.inflight = undefined
         this.inflightRead = undefined
+        this.inflightBuf = undefined
         // a read handed over to TLS (see `handshake`) is not ours any more
         if (stream !== this.stream || this.ended || this.upgrading) return
         if (n === null) this.eof = true
-        else this.chunks.push(this.buf.slice(0, n))
+        else this.chunks.push(this.keep(buf, n))
         this.wakeReader()
       },
       (e) => {
         this.inflight = undefined
         this.inflightRead = undefined
+        this.inflightBuf = undefined
         if (stream !== this.stream || this.ended || this.upgrading) return
         this.failure ??= ioError(e)
         this.wakeReader()
@@ -421,19 +531,55 @@ export class DenoConnection implements Transport.Connection {
     )
   }
 
+  /** The chunk of `n` bytes read into `buf`; sizes the next read (see `pull`). */
+  private keep(buf: Uint8Array, n: number): Uint8Array {
+    if (n === buf.length) this.readSize = MAX_READ_SIZE
+    else if (n < MIN_READ_SIZE) this.readSize = MIN_READ_SIZE
+    if (n * 2 > buf.length) return n === buf.length ? buf : buf.subarray(0, n)
+    if (buf.length === this.readSize) this.buf = buf
+    return buf.slice(0, n)
+  }
+
   private wakeReader(): void {
     const reader = this.reader
     if (reader === undefined) return
-    this.reader = undefined
+    this.clearReader()
     if (this.chunks.length > 0) reader(Effect.succeed(this.take()))
     else if (this.failure !== undefined) reader(Effect.fail(this.failure))
     else reader(succeedNull)
   }
 
+  // --- writes ----------------------------------------------------------------
+
+  private waitDrain(timeoutMs: number | undefined): Effect.Effect<void, Transport.TransportError> {
+    return Effect.callback<void, Transport.TransportError>((resume) => {
+      this.drainer = resume
+      if (timeoutMs !== undefined) {
+        this.drainTimer = setTimeout(() => {
+          this.drainTimer = undefined
+          if (this.drainer !== resume) return
+          this.drainer = undefined
+          resume(Effect.fail(new Transport.TransportError({ reason: "Timeout", message: "write blocked by back-pressure for too long" })))
+        }, Math.max(0, timeoutMs))
+      }
+      return Effect.sync(() => {
+        if (this.drainer === resume) this.clearDrainer()
+      })
+    })
+  }
+
+  private clearDrainer(): void {
+    this.drainer = undefined
+    if (this.drainTimer !== undefined) {
+      clearTimeout(this.drainTimer)
+      this.drainTimer = undefined
+    }
+  }
+
   private wakeWriter(): void {
     const d = this.drainer
     if (d === undefined) return
-    this.drainer = undefined
+    this.clearDrainer()
     d(Effect.fail(this.failure ?? closedError()))
   }
 
@@ -449,7 +595,7 @@ export class DenoConnection implements Transport.Connection {
         else this.queue[0] = chunk.subarray(n)
         if (this.drainer !== undefined && this.queued <= this.settings.highWaterMark) {
           const d = this.drainer
-          this.drainer = undefined
+          this.clearDrainer()
           d(Effect.void)
         }
       }
@@ -474,6 +620,8 @@ export class DenoConnection implements Transport.Connection {
     if (!this.flushing && this.queue.length === 0) return Promise.resolve()
     return new Promise((resolve) => this.flushWaiters.push(resolve))
   }
+
+  // --- closing ---------------------------------------------------------------
 
   private dropInput(): void {
     this.chunks = []
@@ -528,7 +676,7 @@ export class DenoConnection implements Transport.Connection {
   private linger(): void {
     const timer = setTimeout(() => this.hardClose(), this.settings.lingerMs)
     const stream = this.stream
-    const buf = new Uint8Array(READ_SIZE)
+    const buf = new Uint8Array(MIN_READ_SIZE)
     ;(async () => {
       try {
         if (this.inflight !== undefined) await this.inflight
@@ -595,8 +743,8 @@ export class DenoConnection implements Transport.Connection {
       /** A read abandoned by the driver is still in flight: TLS gets its bytes (see the module header). */
       const handOver = (): Promise<Uint8Array | null> | undefined => {
         const read = this.inflightRead
-        if (read === undefined) return undefined
-        const buf = this.buf
+        const buf = this.inflightBuf
+        if (read === undefined || buf === undefined) return undefined
         return read.then((n) => (n === null ? null : buf.slice(0, n)))
       }
       /** node:tls over the native connection; resolves once the handshake is done. */

@@ -4,11 +4,16 @@
  * `Transport.Connection`), and the TLS material it handshakes with.
  *
  * Reads hand over every buffered chunk at once (`null` at end of stream) and
- * pause the socket above a high-water mark; writes are plain `socket.write`
- * calls that suspend on `'drain'` only under back-pressure. Socket listeners
- * are module-level functions that find their connection through a symbol on
- * the socket, so a connection costs few closures. STARTTLS discards every
- * byte received before it and not yet read (CVE-2011-0411).
+ * pause the socket above a high-water mark; `readWithin` arms one timer while
+ * it waits (a `Timeout` whose callback is a module-level function) and `wake`
+ * ends it from outside. Writes are plain `socket.write` calls that suspend on
+ * `'drain'` only under back-pressure, for at most their time limit. Socket
+ * listeners are module-level functions that find their connection through a
+ * symbol on the socket, and the operations are prototype methods and
+ * getters, so an idle connection costs its fields and its socket, no
+ * closures. A reset after `close` or `destroy` builds no error object (nobody
+ * would read it). STARTTLS discards every byte received before it and not
+ * yet read (CVE-2011-0411).
  *
  * What this module deliberately does not do: accept, dial, PROXY headers
  * (see `NodeTransport`).
@@ -175,10 +180,14 @@ const tlsInfoOf = (s: tls.TLSSocket, client: boolean, servername: string | undef
 const kConn = Symbol.for("@mailroom/node/NodeConnection")
 type Owned = net.Socket & { [kConn]?: NodeConnection }
 
-type Resume<A> = (effect: Effect.Effect<A, Transport.TransportError>) => void
 type Batch = ReadonlyArray<Uint8Array> | null
+/** Resumes the fiber waiting in a read. `read` waits for a `Batch`, `readWithin` for any `ReadResult`. */
+type Resume = (effect: Effect.Effect<Transport.ReadResult, Transport.TransportError>) => void
+type ResumeWrite = (effect: Effect.Effect<void, Transport.TransportError>) => void
 
 const succeedNull: Effect.Effect<Batch> = Effect.succeed(null)
+const succeedTimeout: Effect.Effect<Transport.ReadResult> = Effect.succeed("timeout")
+const succeedWoken: Effect.Effect<Transport.ReadResult> = Effect.succeed("woken")
 
 function onData(this: Owned, chunk: Buffer): void {
   this[kConn]?.pushChunk(chunk)
@@ -195,20 +204,24 @@ function onClose(this: Owned): void {
 function onDrain(this: Owned): void {
   this[kConn]?.onDrain()
 }
+/** Timer callbacks: module-level, so that arming a timer allocates no closure. */
+function onReadTimeout(conn: NodeConnection): void {
+  conn.readTimedOut()
+}
+function onWriteTimeout(conn: NodeConnection): void {
+  conn.writeTimedOut()
+}
 
-/** One live connection: the state behind `Transport.Connection`. */
+/**
+ * One live connection: the state behind `Transport.Connection`. The
+ * operations are prototype methods and getters, not per-connection closures:
+ * an idle connection costs its fields and its socket.
+ */
 export class NodeConnection implements Transport.Connection {
   readonly id: number
   readonly remote: Transport.Endpoint
   readonly local: Transport.Endpoint
   proxied: Transport.ProxiedFacts | undefined = undefined
-  readonly read: Effect.Effect<Batch, Transport.TransportError>
-  readonly close: Effect.Effect<void>
-  readonly destroy: Effect.Effect<void>
-  readonly finalize: Effect.Effect<void>
-  readonly tls: () => Transport.TlsInfo | undefined
-  readonly write: (bytes: Uint8Array) => Effect.Effect<void, Transport.TransportError>
-  readonly startTls: (options?: Transport.ClientTlsOptions) => Effect.Effect<Transport.TlsInfo, Transport.TransportError>
 
   sock: net.Socket
   /** The plain socket under a TLS one (destroyed with it). */
@@ -222,8 +235,14 @@ export class NodeConnection implements Transport.Connection {
   /** `close` is flushing or lingering: the finalizer leaves the socket to it. */
   closing = false
   failure: Transport.TransportError | undefined = undefined
-  reader: Resume<Batch> | undefined = undefined
-  writer: Resume<void> | undefined = undefined
+  reader: Resume | undefined = undefined
+  /** The pending reader came from `readWithin`: `wake` may end it. */
+  readerWakeable = false
+  /** `wake` was called with no `readWithin` pending: the next one returns "woken". */
+  woken = false
+  readTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  writer: ResumeWrite | undefined = undefined
+  writeTimer: ReturnType<typeof setTimeout> | undefined = undefined
   tlsInfo: Transport.TlsInfo | undefined = undefined
   upgrading = false
   readonly settings: Settings
@@ -243,39 +262,104 @@ export class NodeConnection implements Transport.Connection {
     this.local = local
     this.serverTls = serverTls
     this.settings = settings
-    const waitRead = Effect.callback<Batch, Transport.TransportError>((resume) => {
-      this.reader = resume
-      return Effect.sync(() => {
-        if (this.reader === resume) this.reader = undefined
-      })
-    })
-    this.read = Effect.suspend(() => {
+  }
+
+  // --- Transport.Connection -------------------------------------------------
+
+  get read(): Effect.Effect<Batch, Transport.TransportError> {
+    return Effect.suspend(() => {
       if (this.chunks.length > 0) return Effect.succeed(this.take())
       if (this.failure !== undefined) return Effect.fail(this.failure)
       if (this.eof || this.ended) return succeedNull
-      return waitRead
+      return this.waitRead(false, undefined) as Effect.Effect<Batch, Transport.TransportError>
     })
-    const waitDrain = Effect.callback<void, Transport.TransportError>((resume) => {
-      this.writer = resume
-      return Effect.sync(() => {
-        if (this.writer === resume) this.writer = undefined
-      })
-    })
-    this.write = (bytes) => {
-      if (this.failure !== undefined) return Effect.fail(this.failure)
-      if (this.ended || this.upgrading || this.sock.destroyed) return Effect.fail(closedError())
-      return this.sock.write(bytes) ? Effect.void : waitDrain
-    }
-    this.tls = () => this.tlsInfo
-    this.close = Effect.suspend(() => this.gracefulClose())
-    this.destroy = Effect.sync(() => this.hardClose())
-    this.finalize = Effect.sync(() => {
-      if (!this.closing) this.hardClose()
-    })
-    this.startTls = (options) => this.upgrade(options)
   }
 
-  /** Starts delivering `'data'` from `s` to `read`. */
+  readWithin(ms: number | undefined): Effect.Effect<Transport.ReadResult, Transport.TransportError> {
+    return Effect.suspend(() => {
+      if (this.chunks.length > 0) return Effect.succeed(this.take())
+      if (this.failure !== undefined) return Effect.fail(this.failure)
+      if (this.eof || this.ended) return succeedNull
+      if (this.woken) {
+        this.woken = false
+        return succeedWoken
+      }
+      if (ms !== undefined && ms <= 0) return succeedTimeout
+      return this.waitRead(true, ms)
+    })
+  }
+
+  wake(): void {
+    const reader = this.reader
+    if (reader === undefined || !this.readerWakeable) {
+      this.woken = true
+      return
+    }
+    this.clearReader()
+    reader(succeedWoken)
+  }
+
+  write(bytes: Uint8Array, timeoutMs?: number): Effect.Effect<void, Transport.TransportError> {
+    if (this.failure !== undefined) return Effect.fail(this.failure)
+    if (this.ended || this.upgrading || this.sock.destroyed) return Effect.fail(closedError())
+    return this.sock.write(bytes) ? Effect.void : this.waitDrain(timeoutMs)
+  }
+
+  tls(): Transport.TlsInfo | undefined {
+    return this.tlsInfo
+  }
+
+  startTls(options?: Transport.ClientTlsOptions): Effect.Effect<Transport.TlsInfo, Transport.TransportError> {
+    return this.upgrade(options)
+  }
+
+  get close(): Effect.Effect<void> {
+    return Effect.suspend(() => this.gracefulClose())
+  }
+
+  get destroy(): Effect.Effect<void> {
+    return Effect.sync(() => this.hardClose())
+  }
+
+  /** What the listener and the connector run when the handler or scope ends. */
+  get finalize(): Effect.Effect<void> {
+    return Effect.sync(() => {
+      if (!this.closing) this.hardClose()
+    })
+  }
+
+  // --- reads -----------------------------------------------------------------
+
+  waitRead(wakeable: boolean, ms: number | undefined): Effect.Effect<Transport.ReadResult, Transport.TransportError> {
+    return Effect.callback<Transport.ReadResult, Transport.TransportError>((resume) => {
+      this.reader = resume
+      this.readerWakeable = wakeable
+      if (ms !== undefined) this.readTimer = setTimeout(onReadTimeout, ms, this)
+      return Effect.sync(() => {
+        if (this.reader === resume) this.clearReader()
+      })
+    })
+  }
+
+  /** Forgets the pending reader and disarms its timer. */
+  clearReader(): void {
+    this.reader = undefined
+    this.readerWakeable = false
+    if (this.readTimer !== undefined) {
+      clearTimeout(this.readTimer)
+      this.readTimer = undefined
+    }
+  }
+
+  readTimedOut(): void {
+    this.readTimer = undefined
+    const reader = this.reader
+    if (reader === undefined) return
+    this.clearReader()
+    reader(succeedTimeout)
+  }
+
+  /** Attaches the socket's listeners (module-level functions) and starts the flow. */
   attach(s: net.Socket): void {
     ;(s as Owned)[kConn] = this
     s.on("data", onData)
@@ -312,7 +396,7 @@ export class NodeConnection implements Transport.Connection {
     if (this.ended) return
     const reader = this.reader
     if (reader !== undefined) {
-      this.reader = undefined
+      this.clearReader()
       reader(Effect.succeed([chunk]))
       return
     }
@@ -330,7 +414,8 @@ export class NodeConnection implements Transport.Connection {
   }
 
   onError(err: unknown): void {
-    this.failure ??= ioError(err)
+    // after `close`/`destroy` nobody reads the failure: a peer's reset then costs no error object
+    if (!this.ended) this.failure ??= ioError(err)
     this.wakeReader()
     this.wakeWriter()
   }
@@ -341,27 +426,57 @@ export class NodeConnection implements Transport.Connection {
     this.wakeWriter()
   }
 
-  onDrain(): void {
-    const writer = this.writer
-    if (writer !== undefined) {
-      this.writer = undefined
-      writer(Effect.void)
-    }
-  }
-
   wakeReader(): void {
     const reader = this.reader
     if (reader === undefined) return
-    this.reader = undefined
+    this.clearReader()
     reader(this.failure !== undefined && this.chunks.length === 0 ? Effect.fail(this.failure) : succeedNull)
+  }
+
+  // --- writes ----------------------------------------------------------------
+
+  waitDrain(timeoutMs: number | undefined): Effect.Effect<void, Transport.TransportError> {
+    return Effect.callback<void, Transport.TransportError>((resume) => {
+      this.writer = resume
+      if (timeoutMs !== undefined) this.writeTimer = setTimeout(onWriteTimeout, Math.max(0, timeoutMs), this)
+      return Effect.sync(() => {
+        if (this.writer === resume) this.clearWriter()
+      })
+    })
+  }
+
+  clearWriter(): void {
+    this.writer = undefined
+    if (this.writeTimer !== undefined) {
+      clearTimeout(this.writeTimer)
+      this.writeTimer = undefined
+    }
+  }
+
+  writeTimedOut(): void {
+    this.writeTimer = undefined
+    const writer = this.writer
+    if (writer === undefined) return
+    this.clearWriter()
+    writer(Effect.fail(new Transport.TransportError({ reason: "Timeout", message: "write blocked by back-pressure for too long" })))
+  }
+
+  onDrain(): void {
+    const writer = this.writer
+    if (writer !== undefined) {
+      this.clearWriter()
+      writer(Effect.void)
+    }
   }
 
   wakeWriter(): void {
     const writer = this.writer
     if (writer === undefined) return
-    this.writer = undefined
+    this.clearWriter()
     writer(Effect.fail(this.failure ?? closedError()))
   }
+
+  // --- closing ---------------------------------------------------------------
 
   dropInput(): void {
     this.chunks = []

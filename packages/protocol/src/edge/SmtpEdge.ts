@@ -8,7 +8,11 @@
  * The loop per connection is the measured lean shape: one fiber, one read of
  * every buffered chunk, one synchronous `step` over the whole batch, one write
  * of all its replies; Effects only where something is really asynchronous
- * (policies, storage, TLS, the clock).
+ * (policies, storage, TLS). Time limits ride on the connection: each read
+ * carries the session's deadline (`readWithin`), each write the command
+ * timeout, and a shutdown wakes the sessions' pending reads (`wake`), so a
+ * waiting session forks no fiber, arms no timer of its own and builds no
+ * error.
  *
  * The one promise: the session sends `250` after DATA only when the queue
  * answered `Queued`, which it does only once the message is on stable
@@ -24,7 +28,6 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as CredentialsService from "../auth/CredentialsService.ts"
@@ -101,11 +104,11 @@ export const make = <R = never>(
     const listener = yield* Transport.Listener
     const queue = yield* Queue.Queue
     const credentials = yield* CredentialsService.CredentialsService
-    const services = yield* Effect.context<R>()
     const validators = options.validators ?? (Validators.none as Validators.Validators<R>)
     const name = options.name ?? "smtp"
     const config = ServerSession.config({
       startTls: options.listen.tls !== undefined && options.listen.implicitTls !== true,
+      random: pooledRandom(),
       ...options.session,
       ask: {
         ...Validators.askHooks(validators),
@@ -118,8 +121,11 @@ export const make = <R = never>(
     const grace = options.shutdownGraceMs ?? 30_000
     const local = options.localDomains?.map((d) => d.toLowerCase())
     const shared: Shared = { active: 0, perClient: new Map(), authFailures: new Map(), shuttingDown: false }
-    const shutdownSignal = yield* Deferred.make<void>()
+    /** The connections in a session: `shutdown` wakes each one's pending read. */
+    const live = new Set<Transport.Connection>()
     const idle = yield* Deferred.make<void>()
+    // Read once: the sessions run with this fiber's services (see `Transport.Listener`), so this is their clock too.
+    const clock = yield* Clock.Clock
 
     const recentAuthFailures = (client: string, now: number): number => {
       const list = shared.authFailures.get(client)
@@ -237,125 +243,164 @@ export const make = <R = never>(
         return { _tag: "Delivered", replies } satisfies Input
       })
 
-    /** One connection, start to end; the `close` hook runs however it ended. */
-    const session = (conn: Transport.Connection, client: string): Effect.Effect<void, Transport.TransportError, R> => {
+    /**
+     * One connection, start to end; the `close` hook runs however it ended.
+     * Between effects the loop is plain code: a command costs one read, one
+     * `step` and one write, and an idle session is one fiber suspended in
+     * `readWithin` (its deadline is the connection's timer; a shutdown wakes
+     * it through `wake`), with nothing forked.
+     */
+    const session = (conn: Transport.Connection, client: string): Effect.Effect<void, never, R> => {
       let state: ServerSession.State | undefined
+      let messages = 0
       const closeHook = validators.close
+      /**
+       * Carries out one step's outputs: the input they lead to (an answer, the
+       * TLS outcome), `undefined` when the session must read, `closed` once it
+       * has closed. A generator of its own, so that nothing of a step (the
+       * bytes it sent) outlives it while the session waits for the next read.
+       */
+      const perform = function*(outputs: ReadonlyArray<Output>) {
+        let next: Input | typeof closed | undefined
+        for (const o of outputs) {
+          switch (o._tag) {
+            case "Send":
+              // A client that stops reading its replies must not hold the connection
+              // forever: a write blocked by back-pressure for a command timeout fails
+              // with reason Timeout, which ends the session (see `ended`).
+              yield* conn.write(o.bytes, config.commandTimeoutMs)
+              break
+            case "Ask": {
+              const question = o.question
+              const now = clock.currentTimeMillisUnsafe()
+              next = yield* answer(question, client, now).pipe(
+                Effect.catchCause((cause) =>
+                  Effect.as(
+                    Effect.logError("policy or queue failure").pipe(
+                      Effect.annotateLogs({ edge: name, client, cause: Cause.pretty(cause) })
+                    ),
+                    failureInput(question)
+                  )
+                )
+              )
+              if (question._tag === "Message") messages++
+              if (question._tag === "Connect") {
+                // RFC 5321 §4.3.1: bytes that arrived while the connect policy ran were sent
+                // before the banner; the session must see them before the answer. (A wake-up
+                // taken here is not lost: the shutdown flag is checked before every read.)
+                const early = yield* conn.readWithin(0)
+                if (typeof early === "object" && early !== null) {
+                  state = ServerSession.step(state!, received(early), now).state
+                }
+              }
+              break
+            }
+            case "StartTls":
+              next = yield* conn.startTls().pipe(
+                Effect.map((tls): Input => ({ _tag: "TlsEstablished", tls })),
+                Effect.catch((e) => Effect.succeed<Input>({ _tag: "TlsFailed", reason: e.message }))
+              )
+              break
+            case "Event": {
+              const event = o.event
+              if (event._tag === "AuthFailed" && event.reply.code === 535) {
+                recordAuthFailure(client, clock.currentTimeMillisUnsafe())
+              }
+              if (event._tag === "CommandRejected" || event._tag === "AuthFailed") {
+                yield* Effect.logDebug(event._tag).pipe(
+                  Effect.annotateLogs({ edge: name, client, reply: Reply.toString(event.reply) })
+                )
+              }
+              break
+            }
+            case "Close": {
+              const s = state!
+              yield* Effect.logInfo("session").pipe(
+                Effect.annotateLogs({
+                  edge: name,
+                  client,
+                  ehlo: s.hello?.domain ?? "-",
+                  tls: s.tls?.version ?? "-",
+                  auth: s.auth?.authcid ?? "-",
+                  messages,
+                  close: o.reason
+                })
+              )
+              yield* conn.close
+              return closed
+            }
+          }
+        }
+        return next
+      }
       const run = Effect.gen(function*() {
-        const start = yield* Clock.currentTimeMillis
         state = ServerSession.initial(config, {
           remote: conn.remote,
           local: conn.local,
           proxied: conn.proxied,
           tls: conn.tls()
         })
-        const started = ServerSession.start(state, start)
-        state = started.state
-        let outputs: ReadonlyArray<Output> = started.outputs
-        let shutdownSent = false
-        let messages = 0
-        let closeReason = "eof"
+        // Function-wide and cleared before every read: an idle session keeps its state, not its last step.
+        let step: ServerSession.Step | undefined = ServerSession.start(state, clock.currentTimeMillisUnsafe())
+        let input: Input | typeof closed | undefined
+        let shutdownSeen = false
+        state = step.state
         for (;;) {
-          let next: Input | undefined
-          for (const o of outputs) {
-            switch (o._tag) {
-              case "Send": {
-                // A client that stops reading its replies must not hold the connection
-                // forever: a write blocked by back-pressure for a command timeout ends it.
-                // (An unblocked write completes at once; no timer is armed then.)
-                const sent = yield* Effect.timeoutOption(conn.write(o.bytes), config.commandTimeoutMs)
-                if (Option.isNone(sent)) {
-                  yield* Effect.logInfo("session").pipe(
-                    Effect.annotateLogs({ edge: name, client, messages, close: "write-timeout" })
-                  )
-                  yield* conn.destroy
-                  return
-                }
-                break
-              }
-              case "Ask": {
-                const now = yield* Clock.currentTimeMillis
-                next = yield* answer(o.question, client, now).pipe(
-                  Effect.catchCause((cause) =>
-                    Effect.as(
-                      Effect.logError("policy or queue failure").pipe(
-                        Effect.annotateLogs({ edge: name, client, cause: Cause.pretty(cause) })
-                      ),
-                      failureInput(o.question)
-                    )
-                  )
-                )
-                if (o.question._tag === "Message") messages++
-                if (o.question._tag === "Connect") {
-                  // RFC 5321 §4.3.1: bytes that arrived while the connect policy ran were sent
-                  // before the banner; the session must see them before the answer.
-                  const early = yield* Effect.raceFirst(conn.read, Effect.succeed(null))
-                  if (early !== null) {
-                    state = ServerSession.step(state, { _tag: "Received", bytes: Bytes.concat(early) }, now).state
-                  }
-                }
-                break
-              }
-              case "StartTls":
-                next = yield* conn.startTls().pipe(
-                  Effect.map((tls): Input => ({ _tag: "TlsEstablished", tls })),
-                  Effect.catch((e) => Effect.succeed<Input>({ _tag: "TlsFailed", reason: e.message }))
-                )
-                break
-              case "Event":
-                if (o.event._tag === "AuthFailed" && o.event.reply.code === 535) {
-                  const now = yield* Clock.currentTimeMillis
-                  recordAuthFailure(client, now)
-                }
-                if (o.event._tag === "CommandRejected" || o.event._tag === "AuthFailed") {
-                  yield* Effect.logDebug(o.event._tag).pipe(
-                    Effect.annotateLogs({ edge: name, client, reply: Reply.toString(o.event.reply) })
-                  )
-                }
-                break
-              case "Close":
-                closeReason = o.reason
-                yield* Effect.logInfo("session").pipe(
-                  Effect.annotateLogs({
-                    edge: name,
-                    client,
-                    ehlo: state.hello?.domain ?? "-",
-                    tls: state.tls?.version ?? "-",
-                    auth: state.auth?.authcid ?? "-",
-                    messages,
-                    close: closeReason
-                  })
-                )
-                yield* conn.close
-                return
+          input = yield* perform(step.outputs)
+          step = undefined
+          if (input === closed) return
+          while (input === undefined) {
+            if (!shutdownSeen && shared.shuttingDown) {
+              shutdownSeen = true
+              input = shutdownInput
+              break
             }
-          }
-          if (next === undefined) {
             const deadline = ServerSession.deadline(state)
-            const now = yield* Clock.currentTimeMillis
-            const reads: Array<Effect.Effect<Input, Transport.TransportError>> = [
-              Effect.map(conn.read, (chunks): Input =>
-                chunks === null
-                  ? { _tag: "Eof" }
-                  : { _tag: "Received", bytes: chunks.length === 1 ? chunks[0]! : Bytes.concat(chunks) })
-            ]
-            if (deadline) reads.push(Effect.as(Effect.sleep(Math.max(0, deadline.at - now)), { _tag: "Timeout" } as Input))
-            if (!shutdownSent) reads.push(Effect.as(Deferred.await(shutdownSignal), { _tag: "Shutdown" } as Input))
-            next = reads.length === 1 ? yield* reads[0]! : yield* Effect.raceAll(reads)
-            if (next._tag === "Shutdown") shutdownSent = true
+            input = readInput(
+              yield* conn.readWithin(deadline === undefined ? undefined : Math.max(0, deadline.at - clock.currentTimeMillisUnsafe()))
+            )
           }
-          const now = yield* Clock.currentTimeMillis
-          const r = ServerSession.step(state, next, now)
-          state = r.state
-          outputs = r.outputs
-          if (outputs.length === 0 && ServerSession.isClosed(state)) return
+          step = ServerSession.step(state, input, clock.currentTimeMillisUnsafe())
+          input = undefined
+          state = step.state
+          if (step.outputs.length === 0 && ServerSession.isClosed(state)) return
         }
       })
-      return closeHook === undefined ? run : run.pipe(
-        Effect.ensuring(Effect.suspend(() =>
-          state === undefined ? Effect.void : Effect.catchCause(closeHook(ServerSession.facts(state)), () => Effect.void)
-        ))
-      )
+      /**
+       * However the session ended: a reply the client would not take within
+       * the command timeout ends it with a log line and a hard close, another
+       * failure is logged at debug level (an interruption not at all); then
+       * the close hook runs and the connection leaves the counters.
+       */
+      const ended = (exit: Exit.Exit<void, Transport.TransportError>): Effect.Effect<void, never, R> => {
+        let log: Effect.Effect<void> = Effect.void
+        if (exit._tag === "Failure" && !Cause.hasInterruptsOnly(exit.cause)) {
+          const error = Cause.findErrorOption(exit.cause)
+          log = error._tag === "Some" && error.value.reason === "Timeout"
+            ? Effect.andThen(
+              Effect.logInfo("session").pipe(Effect.annotateLogs({ edge: name, client, messages, close: "write-timeout" })),
+              conn.destroy
+            )
+            : Effect.logDebug("connection ended").pipe(Effect.annotateLogs({ edge: name, client, cause: Cause.pretty(exit.cause) }))
+        }
+        const hook = closeHook === undefined || state === undefined
+          ? Effect.void
+          : Effect.catchCause(closeHook(ServerSession.facts(state)), () => Effect.void)
+        return Effect.andThen(log, Effect.ensuring(hook, Effect.sync(() => leave(conn, client))))
+      }
+      // One frame for the whole session: `ended` runs on success, failure and interruption alike,
+      // and the failure it has reported is dropped (`exit`), so the handler never fails.
+      return Effect.asVoid(Effect.exit(Effect.onExit(run, ended)))
+    }
+
+    /** A session is over: it leaves the counters, and the last one out during a shutdown says so. */
+    const leave = (conn: Transport.Connection, client: string): void => {
+      live.delete(conn)
+      shared.active--
+      const n = (shared.perClient.get(client) ?? 1) - 1
+      if (n <= 0) shared.perClient.delete(client)
+      else shared.perClient.set(client, n)
+      if (shared.shuttingDown && shared.active === 0) Deferred.doneUnsafe(idle, Exit.void)
     }
 
     const handler = (conn: Transport.Connection): Effect.Effect<void> => {
@@ -374,23 +419,10 @@ export const make = <R = never>(
       }
       shared.active++
       shared.perClient.set(client, mine + 1)
-      return session(conn, client).pipe(
-        Effect.catchCause((cause) =>
-          Cause.hasInterruptsOnly(cause)
-            ? Effect.void
-            : Effect.logDebug("connection ended").pipe(Effect.annotateLogs({ edge: name, client, cause: Cause.pretty(cause) }))
-        ),
-        Effect.ensuring(
-          Effect.suspend(() => {
-            shared.active--
-            const n = (shared.perClient.get(client) ?? 1) - 1
-            if (n <= 0) shared.perClient.delete(client)
-            else shared.perClient.set(client, n)
-            return shared.shuttingDown && shared.active === 0 ? Effect.asVoid(Deferred.succeed(idle, undefined)) : Effect.void
-          })
-        ),
-        Effect.provideContext(services)
-      )
+      live.add(conn)
+      // The Listener runs every handler with the services of the fiber that called `listen`
+      // (this one, see `Transport.Listener`): R is there without a context per session.
+      return session(conn, client) as Effect.Effect<void>
     }
 
     const listenerScope = yield* Scope.fork(yield* Effect.scope)
@@ -400,7 +432,8 @@ export const make = <R = never>(
     const shutdown = Effect.gen(function*() {
       if (shared.shuttingDown) return
       shared.shuttingDown = true
-      yield* Deferred.succeed(shutdownSignal, undefined)
+      // every session sees the flag before its next read; the ones waiting in a read now are woken
+      for (const conn of live) conn.wake()
       if (shared.active > 0) yield* Effect.timeoutOption(Deferred.await(idle), grace)
       yield* Scope.close(listenerScope, Exit.void)
     })
@@ -412,6 +445,42 @@ export const make = <R = never>(
       setTls: bound.setTls
     } satisfies SmtpEdge
   })
+
+/**
+ * Random bytes (message ids, SASL nonces) from the platform's CSPRNG, drawn
+ * 4 KiB at a time: one `getRandomValues` per few hundred messages instead of
+ * one per message id (that call costs microseconds of validation on Node).
+ * Every byte is handed out once.
+ */
+const pooledRandom = (): ((n: number) => Uint8Array) => {
+  const pool = new Uint8Array(4096)
+  let used = pool.length
+  return (n) => {
+    if (n > pool.length) return globalThis.crypto.getRandomValues(new Uint8Array(n))
+    if (used + n > pool.length) {
+      globalThis.crypto.getRandomValues(pool)
+      used = 0
+    }
+    used += n
+    return pool.slice(used - n, used)
+  }
+}
+
+/** What `perform` returns once the session has closed. */
+const closed: unique symbol = Symbol("closed")
+const eofInput: Input = { _tag: "Eof" }
+const timeoutInput: Input = { _tag: "Timeout" }
+const shutdownInput: Input = { _tag: "Shutdown" }
+
+/** A read's outcome as the session's input; `undefined` for a wake-up (the loop checks the shutdown flag). */
+const readInput = (got: Transport.ReadResult): Input | undefined =>
+  got === "woken" ? undefined : got === null ? eofInput : got === "timeout" ? timeoutInput : received(got)
+
+/** A read batch as the session's input. */
+const received = (chunks: ReadonlyArray<Uint8Array>): Input => ({
+  _tag: "Received",
+  bytes: chunks.length === 1 ? chunks[0]! : Bytes.concat(chunks)
+})
 
 /** The input that stands for an answer when answering failed. */
 const failureInput = (q: Question): Input => {

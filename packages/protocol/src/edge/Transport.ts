@@ -10,8 +10,15 @@
  * close), writes are synchronous unless the socket applies back-pressure, and
  * one fiber serves one connection.
  *
- * What this module deliberately does not do: framing, SMTP, timeouts. Time
- * limits are the driver's (it races `read` against its own deadlines).
+ * Time limits ride on the connection rather than on fibers: `readWithin`
+ * carries its own deadline (one timer per connection, re-armed per read) and
+ * returns a timeout as a value, `wake` ends a pending `readWithin` from
+ * outside (a graceful shutdown), and `write` takes an optional limit for the
+ * time it may stay blocked by back-pressure. A driver waiting for its peer
+ * thus forks nothing and builds no error.
+ *
+ * What this module deliberately does not do: framing, SMTP, policy. Which
+ * deadline applies when is the driver's business.
  *
  * @since 0.1.0
  */
@@ -55,6 +62,13 @@ export class TransportError extends Data.TaggedError("TransportError")<{
   readonly cause?: unknown
 }> {}
 
+/**
+ * What `readWithin` returns: every chunk received since the last read, `null`
+ * at end of stream, `"timeout"` when its time ran out first, `"woken"` when
+ * `wake` was called first.
+ */
+export type ReadResult = ReadonlyArray<Uint8Array> | null | "timeout" | "woken"
+
 /** One connection, already past any PROXY header and implicit-TLS handshake. */
 export interface Connection {
   /** Process-unique connection number, for logs. */
@@ -71,8 +85,31 @@ export interface Connection {
    * is buffered. `null` once the peer has closed its side and all data was read.
    */
   readonly read: Effect.Effect<ReadonlyArray<Uint8Array> | null, TransportError>
-  /** Writes bytes; suspends only while the socket applies back-pressure. */
-  readonly write: (bytes: Uint8Array) => Effect.Effect<void, TransportError>
+  /**
+   * `read` with a deadline and a wake-up: waits at most `ms` milliseconds
+   * (`undefined`: no limit; `0` or less: a poll of what the adapter holds
+   * now, which on a transport that pulls its reads also starts the read
+   * that a later poll returns) and then
+   * returns `"timeout"`; returns `"woken"` once `wake` was called. Data, end
+   * of stream and errors come first: a timeout or a wake-up is reported
+   * only while nothing else is. A timed-out read loses nothing: what arrives
+   * later is returned by the next read. The adapter keeps one timer per
+   * connection, armed only while such a read waits; nothing is forked.
+   */
+  readonly readWithin: (ms: number | undefined) => Effect.Effect<ReadResult, TransportError>
+  /**
+   * Makes the pending `readWithin` return `"woken"`, or, when none is
+   * pending, the next one (once). Plain `read`s are not affected. Callable
+   * from anywhere (it is not an Effect): a driver's shutdown calls it for
+   * every connection it serves.
+   */
+  readonly wake: () => void
+  /**
+   * Writes bytes; suspends only while the socket applies back-pressure. With
+   * `timeoutMs`, a write still blocked after that long fails with reason
+   * `"Timeout"` (the connection stays as it is: the caller closes it).
+   */
+  readonly write: (bytes: Uint8Array, timeoutMs?: number) => Effect.Effect<void, TransportError>
   /**
    * Upgrades the live connection to TLS: the server side with the listener's
    * certificates, the client side with `options`. Every byte received before
@@ -148,8 +185,10 @@ export interface BoundListener {
 export class Listener extends Context.Service<Listener, {
   /**
    * Binds and accepts until the scope closes, running `handler` in its own
-   * fiber for every connection. The handler owns the connection; it is
-   * destroyed when the handler ends, whatever happened.
+   * fiber for every connection, with the services of the fiber that called
+   * `listen` (the SMTP edge relies on this: its policies' services reach
+   * every session without a context built per connection). The handler owns
+   * the connection; it is destroyed when the handler ends, whatever happened.
    */
   readonly listen: (
     options: ListenOptions,
