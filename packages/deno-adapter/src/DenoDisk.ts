@@ -10,17 +10,22 @@
  * <dir>/layout.json          {"format":"mailroom-queue","v":1}
  * <dir>/messages/<id>.eml    the raw message bytes
  * <dir>/meta/<id>.json       the record (QueueStorage.encodeRecord)
- * <dir>/tmp/<id>.<pid>.<n>.{eml,json}   writes in progress
+ * <dir>/tmp/<id>.<pid>.<n>.json       records being written
  * <dir>/lock/<id>.lock       a short-lived lock around one metadata update
  * <dir>/corrupt/<id>.<ms>.{eml,json}    quarantined files
  * ```
  *
- * A write makes `tmp/…eml` and `tmp/…json` (created new, mode 0600), fsyncs
- * each, renames the body into `messages/` and fsyncs the directory, renames
- * the record into `meta/` (the commit point) and fsyncs that directory, and
- * only then resolves. Directory fsyncs are group-committed. A metadata update
- * takes the id's lock (in-process queue, then the lock file), rewrites the
- * record through `tmp/` and fsyncs `meta/`. Removal unlinks the record first.
+ * A write creates `tmp/…json`, then the body `messages/<id>.eml` itself
+ * (both new, mode 0600; an existing body is the id's `Conflict`), writes and
+ * fsyncs both, links the record into `meta/` (the commit point; an existing
+ * record is a `Conflict` too), fsyncs both directories at once, unlinks the
+ * tmp name, and only then resolves: no existence checks, and no error on the
+ * normal path. The tmp record is created first so that recovery by another
+ * process never takes the body being written for an orphan. Directory fsyncs
+ * are group-committed. A metadata update takes the id's lock (in-process
+ * queue, then the lock file), rewrites the record through `tmp/` and fsyncs
+ * `meta/`. Removal unlinks the record first and fsyncs `meta/`, then unlinks
+ * the body (a body left by a power loss has no record; recovery removes it).
  * At open, leftovers of dead processes are removed, a body without a record
  * is dropped, and a bad record is quarantined with a warning.
  *
@@ -71,9 +76,8 @@ const writeAll = async (file: Deno.FsFile, data: Uint8Array): Promise<void> => {
 
 const encoder = new TextEncoder()
 
-/** Creates `file` (it must not exist), writes `data`, fsyncs and closes it. */
-const writeDurable = async (file: string, data: Uint8Array | string): Promise<void> => {
-  const fh = await Deno.open(file, { write: true, createNew: true, mode: 0o600 })
+/** Writes `data` to the open file, fsyncs and closes it (closing it on failure too). */
+const fillDurable = async (fh: Deno.FsFile, data: Uint8Array | string): Promise<void> => {
   try {
     await writeAll(fh, typeof data === "string" ? encoder.encode(data) : data)
     await fh.sync()
@@ -81,6 +85,11 @@ const writeDurable = async (file: string, data: Uint8Array | string): Promise<vo
     fh.close()
   }
 }
+
+const createNew = (file: string): Promise<Deno.FsFile> => Deno.open(file, { write: true, createNew: true, mode: 0o600 })
+
+/** Creates `file` (it must not exist), writes `data`, fsyncs and closes it. */
+const writeDurable = async (file: string, data: Uint8Array | string): Promise<void> => fillDurable(await createNew(file), data)
 
 const fsyncDir = async (dir: string): Promise<void> => {
   const fh = await Deno.open(dir, { read: true })
@@ -206,34 +215,41 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
 
     // --- operations --------------------------------------------------------
 
+    /** An O_EXCL create or a link that found the name taken: the id exists. */
+    const orConflict = (id: string) => (e: unknown): never => {
+      throw isTaken(e) ? QueueStorage.error("Conflict", "write", id, "a message with this id exists") : e
+    }
+
     const insert = (envelope: Envelope.Envelope, meta: QueueStorage.Meta) =>
       io("write", envelope.id, async () => {
         const id = envelope.id
-        if ((await exists(metaPath(id))) || (await exists(bodyPath(id)))) {
-          throw QueueStorage.error("Conflict", "write", id, "a message with this id exists")
-        }
-        const tmpBody = tmpPath(id, "eml")
+        const body = bodyPath(id)
+        const record = metaPath(id)
         const tmpMeta = tmpPath(id, "json")
-        let bodyPlaced = false
-        let metaPlaced = false
+        const text = DiskLayout.encodeRecord(envelope, meta)
+        // the record's tmp file first: while it exists, recovery by another
+        // process sharing the directory leaves the body being written alone
+        const metaFile = await createNew(tmpMeta)
+        let bodyCreated = false
+        let linked = false
         try {
-          const results = await Promise.allSettled([
-            writeDurable(tmpBody, envelope.message),
-            writeDurable(tmpMeta, DiskLayout.encodeRecord(envelope, meta))
-          ])
+          const bodyFile = await createNew(body).catch((e) => {
+            metaFile.close()
+            return orConflict(id)(e)
+          })
+          bodyCreated = true
+          const results = await Promise.allSettled([fillDurable(bodyFile, envelope.message), fillDurable(metaFile, text)])
           for (const r of results) if (r.status === "rejected") throw r.reason
-          await Deno.rename(tmpBody, bodyPath(id))
-          bodyPlaced = true
-          await syncs.messages.sync()
-          await Deno.rename(tmpMeta, metaPath(id))
-          metaPlaced = true
-          await syncs.meta.sync()
+          // the commit point: the body is complete and fsynced, the record appears
+          await Deno.link(tmpMeta, record).catch(orConflict(id))
+          linked = true
+          await Promise.all([syncs.messages.sync(), syncs.meta.sync(), unlinkQuietly(tmpMeta)])
         } catch (e) {
           // not acknowledged: leave nothing behind, the record first
-          if (metaPlaced) await unlinkQuietly(metaPath(id))
-          if (bodyPlaced) await unlinkQuietly(bodyPath(id))
-          await Promise.all([unlinkQuietly(tmpBody), unlinkQuietly(tmpMeta)])
-          if (metaPlaced || bodyPlaced) await Promise.allSettled([syncs.meta.sync(), syncs.messages.sync()])
+          if (linked) await unlinkQuietly(record)
+          if (bodyCreated) await unlinkQuietly(body)
+          await unlinkQuietly(tmpMeta)
+          if (linked || bodyCreated) await Promise.allSettled([syncs.meta.sync(), syncs.messages.sync()])
           throw e
         }
       })
@@ -316,8 +332,9 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
             throw isMissing(e) ? notFound("remove", id) : e
           }
           await syncs.meta.sync()
+          // no fsync of messages/: a body whose unlink a power loss undoes has
+          // no record, and recovery removes it
           await ignoreMissing(Deno.remove(bodyPath(id)))
-          await syncs.messages.sync()
         }))
 
     // --- open and recover ----------------------------------------------------
@@ -341,7 +358,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       }
       await fsyncDir(root)
 
-      // bodies are listed before records: a body renamed in after this listing has its record in tmp/
+      // bodies are listed before records: a body created after this listing has its record in tmp/
       const bodies = DiskLayout.idsOf(await readDirNames(dirs.messages), "eml")
       const records = new Set(DiskLayout.idsOf(await readDirNames(dirs.meta), "json"))
       const writing = new Set<string>() // ids with a record in tmp/ of a live writer

@@ -14,7 +14,7 @@
  *                            form without the message, plus attempts, the
  *                            next attempt time, per-recipient progress, the
  *                            hold flag and the lease)
- * <dir>/tmp/<id>.<pid>.<n>.{eml,json}   writes in progress
+ * <dir>/tmp/<id>.<pid>.<n>.json       records being written
  * <dir>/lock/<id>.lock       a short-lived lock around one metadata update
  * <dir>/corrupt/<id>.<ms>.{eml,json}    quarantined files, for a human
  * ```
@@ -24,15 +24,25 @@
  *
  * ## How a write is made durable
  *
- * Write `tmp/…eml` and `tmp/…json`, fsync each; rename the body into
- * `messages/`, then the record into `meta/` (the commit point: a reader
- * never sees a record without its body); fsync both directories at once;
- * only then resolve. (A power loss before that may leave a record whose
- * body rename was lost; it was never acknowledged, and recovery quarantines
- * it.) Directory
- * fsyncs are group-committed: the fsyncs asked for while one runs are served
- * together by the next one. Any failure removes whatever the write created
- * and fails with `Full` (ENOSPC, EDQUOT) or `Io`. A metadata update takes
+ * Create `tmp/…json` (O_EXCL), then the body `messages/<id>.eml` itself
+ * (O_EXCL: an existing body is the id's `Conflict`); write and fsync both;
+ * link the record into `meta/` (the commit point, and `link` fails with
+ * EEXIST on an existing record: `Conflict` again; a reader never sees a
+ * record without its body, which was complete and fsynced before); fsync
+ * both directories at once and unlink the tmp name; only then resolve.
+ * (A power loss before that may leave a record whose body's directory entry
+ * was lost; it was never acknowledged, and recovery quarantines it. A body
+ * without a record is a write that never committed: recovery removes it,
+ * except while a live writer's record is in `tmp/`, which is why that file
+ * is created first.) No `access` checks and no errors on the normal path.
+ * Directory fsyncs are group-committed: the fsyncs asked for while one runs
+ * are served together by the next one. Any failure removes whatever the
+ * write created and fails with `Full` (ENOSPC, EDQUOT) or `Io`.
+ *
+ * File operations use Node's callback API on plain descriptors (no
+ * `FileHandle` objects), and small files are read with one `readFile`.
+ *
+ * A metadata update takes
  * the id's lock (an in-process queue, then `lock/<id>.lock` created with
  * O_EXCL, so several processes can share the directory), reads the record,
  * writes a new one to `tmp/`, fsyncs it, renames it over the old one and
@@ -54,7 +64,7 @@
  *
  * @since 0.1.0
  */
-import * as fs from "node:fs/promises"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { Effect, Layer, Result } from "effect"
 import * as Envelope from "@mailroom/protocol/envelope/Envelope"
@@ -74,34 +84,63 @@ const isMissing = (e: unknown) => codeOf(e) === "ENOENT"
 const toError = (operation: string, id: string | undefined, e: unknown): QueueStorage.StorageError =>
   DiskLayout.toError(operation, id, e, codeOf(e))
 
+// --- Node's callback API as promises: plain descriptors, no FileHandle ---------
+
+type Callback<A> = (e: NodeJS.ErrnoException | null, a: A) => void
+const call = <A>(f: (cb: Callback<A>) => void): Promise<A> =>
+  new Promise((resolve, reject) => f((e, a) => (e ? reject(e) : resolve(a))))
+const done = (resolve: () => void, reject: (e: unknown) => void) => (e: NodeJS.ErrnoException | null) =>
+  e ? reject(e) : resolve()
+const callVoid = (f: (cb: (e: NodeJS.ErrnoException | null) => void) => void): Promise<void> =>
+  new Promise((resolve, reject) => f(done(resolve, reject)))
+
+const openFd = (file: string, flags: string, mode?: number): Promise<number> => call((cb) => fs.open(file, flags, mode, cb))
+const closeFd = (fd: number): Promise<void> => callVoid((cb) => fs.close(fd, cb))
+const fsyncFd = (fd: number): Promise<void> => callVoid((cb) => fs.fsync(fd, cb))
+/** Writes all of `data` at the descriptor's position. */
+const writeFd = (fd: number, data: Uint8Array | string): Promise<void> => callVoid((cb) => fs.writeFile(fd, data, cb))
+const readText = (file: string): Promise<string> => call((cb) => fs.readFile(file, "utf8", cb))
+const readBytes = (file: string): Promise<Uint8Array> => call((cb) => fs.readFile(file, cb))
+const rename = (from: string, to: string): Promise<void> => callVoid((cb) => fs.rename(from, to, cb))
+const link = (from: string, to: string): Promise<void> => callVoid((cb) => fs.link(from, to, cb))
+const unlink = (file: string): Promise<void> => callVoid((cb) => fs.unlink(file, cb))
+const readdir = (dir: string): Promise<Array<string>> => call((cb) => fs.readdir(dir, cb))
+const stat = (file: string): Promise<fs.Stats> => call((cb) => fs.stat(file, cb))
+const mkdirp = (dir: string): Promise<void> => callVoid((cb) => fs.mkdir(dir, { recursive: true }, (e) => cb(e)))
+const exists = (file: string): Promise<boolean> =>
+  new Promise((resolve, reject) => fs.access(file, (e) => (e === null ? resolve(true) : isMissing(e) ? resolve(false) : reject(e))))
+
 const ignoreMissing = (p: Promise<unknown>): Promise<void> =>
   p.then(() => undefined, (e) => {
     if (!isMissing(e)) throw e
   })
 
-const unlinkQuietly = (file: string): Promise<void> => fs.unlink(file).then(() => undefined, () => undefined)
+const unlinkQuietly = (file: string): Promise<void> => unlink(file).then(() => undefined, () => undefined)
 
-/** Creates `file` (it must not exist), writes `data`, fsyncs and closes it. */
-const writeDurable = async (file: string, data: Uint8Array | string): Promise<void> => {
-  const fh = await fs.open(file, "wx", 0o600)
+/** Writes `data` to the open descriptor, fsyncs and closes it (closing it on failure too). */
+const fillDurable = async (fd: number, data: Uint8Array | string): Promise<void> => {
   let failed = true
   try {
-    await fh.writeFile(data)
-    await fh.sync()
+    await writeFd(fd, data)
+    await fsyncFd(fd)
     failed = false
   } finally {
     // a close error after a successful sync still fails the write
-    if (failed) await fh.close().catch(() => undefined)
-    else await fh.close()
+    if (failed) await closeFd(fd).catch(() => undefined)
+    else await closeFd(fd)
   }
 }
 
+/** Creates `file` (it must not exist), writes `data`, fsyncs and closes it. */
+const writeDurable = async (file: string, data: Uint8Array | string): Promise<void> =>
+  fillDurable(await openFd(file, "wx", 0o600), data)
+
 const fsyncDir = async (dir: string): Promise<void> => {
-  const fh = await fs.open(dir, "r")
+  const fd = await openFd(dir, "r")
   try {
-    await fh.sync()
+    await fsyncFd(fd)
   } finally {
-    await fh.close()
+    await closeFd(fd)
   }
 }
 
@@ -160,7 +199,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
 
     const readRecord = async (operation: string, id: string): Promise<string> => {
       try {
-        return await fs.readFile(metaPath(id), "utf8")
+        return await readText(metaPath(id))
       } catch (e) {
         throw isMissing(e) ? notFound(operation, id) : e
       }
@@ -169,8 +208,8 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
     /** Moves the record and the body of `id` (whichever exist) to `corrupt/`. */
     const quarantine = async (id: string): Promise<void> => {
       const stamp = Date.now()
-      await ignoreMissing(fs.rename(metaPath(id), layout.quarantine(id, stamp, "json")))
-      await ignoreMissing(fs.rename(bodyPath(id), layout.quarantine(id, stamp, "eml")))
+      await ignoreMissing(rename(metaPath(id), layout.quarantine(id, stamp, "json")))
+      await ignoreMissing(rename(bodyPath(id), layout.quarantine(id, stamp, "eml")))
       await Promise.all([syncs.corrupt.sync(), syncs.meta.sync(), syncs.messages.sync()])
     }
 
@@ -178,25 +217,29 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
 
     const queues = new DiskLayout.KeyedQueue()
     const lockPath = layout.lock
+    const pid = String(process.pid)
 
     const acquireFile = async (operation: string, id: string): Promise<void> => {
       const file = lockPath(id)
       const deadline = Date.now() + waitMs
       for (let pause = 1;; pause = Math.min(pause * 2, 50)) {
+        let fd: number | undefined
         try {
-          const fh = await fs.open(file, "wx", 0o600)
-          // the pid helps others see a dead holder; an empty file (disk full) still locks
-          await fh.writeFile(String(process.pid)).catch(() => undefined)
-          await fh.close()
-          return
+          fd = await openFd(file, "wx", 0o600)
         } catch (e) {
           if (codeOf(e) !== "EEXIST") throw e
         }
-        const [stat, owner] = await Promise.all([
-          fs.stat(file).catch(() => undefined),
-          fs.readFile(file, "utf8").catch(() => "")
+        if (fd !== undefined) {
+          // the pid helps others see a dead holder; an empty file (disk full) still locks
+          await writeFd(fd, pid).catch(() => undefined)
+          await closeFd(fd)
+          return
+        }
+        const [st, owner] = await Promise.all([
+          stat(file).catch(() => undefined),
+          readText(file).catch(() => "")
         ])
-        if (stat !== undefined && DiskLayout.lockIsStale(Date.now() - stat.mtimeMs, owner, staleMs, pidAlive, false)) {
+        if (st !== undefined && DiskLayout.lockIsStale(Date.now() - st.mtimeMs, owner, staleMs, pidAlive, false)) {
           await unlinkQuietly(file)
           continue
         }
@@ -217,37 +260,43 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
 
     // --- operations --------------------------------------------------------
 
+    const conflict = (id: string) => QueueStorage.error("Conflict", "write", id, "a message with this id exists")
+    /** An O_EXCL create or a `link` that found the name taken: the id exists. */
+    const orConflict = (id: string) => (e: unknown): never => {
+      throw codeOf(e) === "EEXIST" ? conflict(id) : e
+    }
+
     const insert = (envelope: Envelope.Envelope, meta: QueueStorage.Meta) =>
       io("write", envelope.id, async () => {
         const id = envelope.id
-        const exists = async (file: string) => fs.access(file).then(() => true, (e) => (isMissing(e) ? false : Promise.reject(e)))
-        const [metaExists, bodyExists] = await Promise.all([exists(metaPath(id)), exists(bodyPath(id))])
-        if (metaExists || bodyExists) {
-          throw QueueStorage.error("Conflict", "write", id, "a message with this id exists")
-        }
-        const tmpBody = tmpPath(id, "eml")
+        const body = bodyPath(id)
+        const record = metaPath(id)
         const tmpMeta = tmpPath(id, "json")
-        let bodyPlaced = false
-        let metaPlaced = false
+        const text = DiskLayout.encodeRecord(envelope, meta)
+        // the record's tmp file first: while it exists, recovery by another
+        // process sharing the directory leaves the body being written alone
+        const metaFd = await openFd(tmpMeta, "wx", 0o600)
+        let bodyCreated = false
+        let linked = false
         try {
-          const results = await Promise.allSettled([
-            writeDurable(tmpBody, envelope.message),
-            writeDurable(tmpMeta, DiskLayout.encodeRecord(envelope, meta))
-          ])
+          const bodyFd = await openFd(body, "wx", 0o600).catch(async (e) => {
+            await closeFd(metaFd).catch(() => undefined)
+            return orConflict(id)(e)
+          })
+          bodyCreated = true
+          const results = await Promise.allSettled([fillDurable(bodyFd, envelope.message), fillDurable(metaFd, text)])
           for (const r of results) if (r.status === "rejected") throw r.reason
-          // the body becomes visible before the record; both directories are
-          // then fsynced together (one journal commit on ext4, not two)
-          await fs.rename(tmpBody, bodyPath(id))
-          bodyPlaced = true
-          await fs.rename(tmpMeta, metaPath(id))
-          metaPlaced = true
-          await Promise.all([syncs.messages.sync(), syncs.meta.sync()])
+          // the commit point: the body is complete and fsynced, the record appears
+          await link(tmpMeta, record).catch(orConflict(id))
+          linked = true
+          // both directories fsynced together (one journal commit on ext4, not two)
+          await Promise.all([syncs.messages.sync(), syncs.meta.sync(), unlinkQuietly(tmpMeta)])
         } catch (e) {
           // not acknowledged: leave nothing behind, the record first
-          if (metaPlaced) await unlinkQuietly(metaPath(id))
-          if (bodyPlaced) await unlinkQuietly(bodyPath(id))
-          await Promise.all([unlinkQuietly(tmpBody), unlinkQuietly(tmpMeta)])
-          if (metaPlaced || bodyPlaced) await Promise.allSettled([syncs.meta.sync(), syncs.messages.sync()])
+          if (linked) await unlinkQuietly(record)
+          if (bodyCreated) await unlinkQuietly(body)
+          await unlinkQuietly(tmpMeta)
+          if (linked || bodyCreated) await Promise.allSettled([syncs.meta.sync(), syncs.messages.sync()])
           throw e
         }
       })
@@ -257,11 +306,11 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
         const text = await readRecord("read", id)
         let body: Uint8Array
         try {
-          body = bytes(await fs.readFile(bodyPath(id)))
+          body = bytes(await readBytes(bodyPath(id)))
         } catch (e) {
           // removed between the two reads, or a record without a body
           if (!isMissing(e)) throw e
-          if (await fs.access(metaPath(id)).then(() => true, () => false)) {
+          if (await exists(metaPath(id)).catch(() => false)) {
             throw QueueStorage.error("Corrupt", "read", id, `${bodyPath(id)} is missing`)
           }
           throw notFound("read", id)
@@ -274,14 +323,14 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
     const list = () =>
       Effect.flatMap(
         io("list", undefined, async () => {
-          const ids = DiskLayout.idsOf(await fs.readdir(dirs.meta), "json")
+          const ids = DiskLayout.idsOf(await readdir(dirs.meta), "json")
           const metas: Array<QueueStorage.Meta> = []
           const warnings: Array<Warning> = []
           for (let i = 0; i < ids.length; i += 64) {
             await Promise.all(ids.slice(i, i + 64).map(async (id) => {
               let text: string
               try {
-                text = await fs.readFile(metaPath(id), "utf8")
+                text = await readText(metaPath(id))
               } catch (e) {
                 if (isMissing(e)) return // removed meanwhile
                 throw e
@@ -312,7 +361,7 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
           const tmp = tmpPath(id, "json")
           try {
             await writeDurable(tmp, DiskLayout.encodeRecord(stored.envelope, next))
-            await fs.rename(tmp, metaPath(id))
+            await rename(tmp, metaPath(id))
           } catch (e) {
             await unlinkQuietly(tmp)
             throw e
@@ -325,47 +374,47 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       io("remove", id, () =>
         withLock("remove", id, async () => {
           try {
-            await fs.unlink(metaPath(id))
+            await unlink(metaPath(id))
           } catch (e) {
             throw isMissing(e) ? notFound("remove", id) : e
           }
           await syncs.meta.sync()
           // no fsync of messages/: a body whose unlink a power loss undoes has
           // no record, and recovery removes it
-          await ignoreMissing(fs.unlink(bodyPath(id)))
+          await ignoreMissing(unlink(bodyPath(id)))
         }))
 
     // --- open and recover ----------------------------------------------------
 
     const recover = async (): Promise<Array<Warning>> => {
       const warnings: Array<Warning> = []
-      await fs.mkdir(root, { recursive: true })
-      for (const d of Object.values(dirs)) await fs.mkdir(d, { recursive: true })
+      await mkdirp(root)
+      for (const d of Object.values(dirs)) await mkdirp(d)
       let layoutText: string | undefined
       try {
-        layoutText = await fs.readFile(layout.layoutFile, "utf8")
+        layoutText = await readText(layout.layoutFile)
       } catch (e) {
         if (!isMissing(e)) throw e
       }
       if (layoutText === undefined) {
         const tmp = layout.layoutTmp(process.pid, counter++)
         await writeDurable(tmp, DiskLayout.layoutText)
-        await fs.rename(tmp, layout.layoutFile)
+        await rename(tmp, layout.layoutFile)
       } else if (!DiskLayout.isLayout(layoutText)) {
         throw DiskLayout.layoutError(layout.layoutFile, layoutText)
       }
       await fsyncDir(root)
 
       // the order of these listings matters, see the orphan check below
-      const bodies = DiskLayout.idsOf(await fs.readdir(dirs.messages), "eml")
-      const records = new Set(DiskLayout.idsOf(await fs.readdir(dirs.meta), "json"))
+      const bodies = DiskLayout.idsOf(await readdir(dirs.messages), "eml")
+      const records = new Set(DiskLayout.idsOf(await readdir(dirs.meta), "json"))
       const writing = new Set<string>() // ids with a record in tmp/ of a live writer
       const now = Date.now()
-      for (const name of await fs.readdir(dirs.tmp)) {
+      for (const name of await readdir(dirs.tmp)) {
         const file = path.join(dirs.tmp, name)
-        const stat = await fs.stat(file).catch(() => undefined)
-        if (stat === undefined) continue
-        const verdict = DiskLayout.classifyTmp(name, now - stat.mtimeMs, pidAlive)
+        const st = await stat(file).catch(() => undefined)
+        if (st === undefined) continue
+        const verdict = DiskLayout.classifyTmp(name, now - st.mtimeMs, pidAlive)
         if (verdict._tag === "Keep") {
           if (verdict.writing !== undefined) writing.add(verdict.writing)
           continue
@@ -374,26 +423,26 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
       }
       // (a lock still empty is one whose holder died between creating it and
       // writing its pid, or, for an instant, one being taken right now)
-      for (const name of await fs.readdir(dirs.lock)) {
+      for (const name of await readdir(dirs.lock)) {
         const file = path.join(dirs.lock, name)
-        const [stat, owner] = await Promise.all([fs.stat(file).catch(() => undefined), fs.readFile(file, "utf8").catch(() => "")])
-        if (stat !== undefined && DiskLayout.lockIsStale(now - stat.mtimeMs, owner, staleMs, pidAlive, true)) await unlinkQuietly(file)
+        const [st, owner] = await Promise.all([stat(file).catch(() => undefined), readText(file).catch(() => "")])
+        if (st !== undefined && DiskLayout.lockIsStale(now - st.mtimeMs, owner, staleMs, pidAlive, true)) await unlinkQuietly(file)
       }
 
       // a body without a record was never acknowledged; a live writer's record
       // is in tmp/ from before its body rename until its commit
       let removedBodies = false
       for (const id of DiskLayout.orphanCandidates(bodies, records, writing)) {
-        if (await fs.access(metaPath(id)).then(() => true, () => false)) continue
+        if (await exists(metaPath(id)).catch(() => false)) continue
         await unlinkQuietly(bodyPath(id))
         removedBodies = true
       }
       if (removedBodies) await syncs.messages.sync()
 
       for (const id of records) {
-        const text = await fs.readFile(metaPath(id), "utf8").catch((e) => (isMissing(e) ? undefined : Promise.reject(e)))
+        const text = await readText(metaPath(id)).catch((e) => (isMissing(e) ? undefined : Promise.reject(e)))
         if (text === undefined) continue
-        const size = await fs.stat(bodyPath(id)).then((s) => s.size, (e) => (isMissing(e) ? undefined : Promise.reject(e)))
+        const size = await stat(bodyPath(id)).then((s) => s.size, (e) => (isMissing(e) ? undefined : Promise.reject(e)))
         const problem = DiskLayout.recordProblem(id, metaPath(id), text, bodyPath(id), size)
         if (problem !== undefined) {
           await quarantine(id)

@@ -49,6 +49,30 @@ describe("DiskStorage layout", () => {
     expect(mode).toBe(0o600)
   })
 
+  it("an id taken by a body or by a record alone is a Conflict; the refused write touches neither and leaves nothing", async () => {
+    const dir = path.join(base, "conflict")
+    const p = (...xs: Array<string>) => path.join(dir, ...xs)
+    const bodyOnly = simpleEnvelope(1)
+    const recordOnly = simpleEnvelope(1)
+    const { value } = await open(dir, (s) =>
+      Effect.gen(function*() {
+        yield* s.write(recordOnly, { nextAttemptAt: 0 })
+        // a body whose record was never committed, and a record whose body is gone
+        fs.writeFileSync(p("messages", `${bodyOnly.id}.eml`), "old body")
+        fs.unlinkSync(p("messages", `${recordOnly.id}.eml`))
+        const recordText = fs.readFileSync(p("meta", `${recordOnly.id}.json`), "utf8")
+        const a = yield* Effect.flip(s.write(bodyOnly, { nextAttemptAt: 0 }))
+        const b = yield* Effect.flip(s.write(recordOnly, { nextAttemptAt: 0 }))
+        return { reasons: [a.reason, b.reason], recordText }
+      }))
+    expect(value.reasons).toEqual(["Conflict", "Conflict"])
+    expect(fs.readFileSync(p("messages", `${bodyOnly.id}.eml`), "utf8")).toBe("old body")
+    expect(files(p("messages"))).toEqual([`${bodyOnly.id}.eml`])
+    expect(fs.readFileSync(p("meta", `${recordOnly.id}.json`), "utf8")).toBe(value.recordText)
+    expect(files(p("meta"))).toEqual([`${recordOnly.id}.json`])
+    expect(files(p("tmp"))).toEqual([])
+  })
+
   it("refuses to open a directory of another layout version", async () => {
     const dir = path.join(base, "v2")
     fs.mkdirSync(dir, { recursive: true })
