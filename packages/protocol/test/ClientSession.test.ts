@@ -7,6 +7,7 @@ import * as ClientSession from "../src/smtp/ClientSession.ts"
 import * as Reply from "../src/smtp/Reply.ts"
 import * as Chunking from "../src/testing/Chunking.ts"
 import * as Bytes from "../src/wire/Bytes.ts"
+import * as DataEncoder from "../src/wire/DataEncoder.ts"
 
 const enc = (s: string): Uint8Array => Bytes.fromLatin1(s)
 const txt = (u: Uint8Array): string => Bytes.toLatin1(u)
@@ -863,5 +864,83 @@ describe("segmentation and robustness", () => {
       }),
       { numRuns: 300 }
     )
+  })
+})
+
+describe("the body on the wire", () => {
+  /** The message with every line end CRLF and a final CRLF, byte by byte (the reference for SIZE and BDAT). */
+  const canonicalRef = (data: Uint8Array): Array<number> => {
+    const out: Array<number> = []
+    for (let i = 0; i < data.length; i++) {
+      const c = data[i]!
+      if (c === 0x0d) {
+        out.push(0x0d, 0x0a)
+        if (data[i + 1] === 0x0a) i++
+      } else if (c === 0x0a) out.push(0x0d, 0x0a)
+      else out.push(c)
+    }
+    const n = out.length
+    if (n > 0 && !(out[n - 2] === 0x0d && out[n - 1] === 0x0a)) out.push(0x0d, 0x0a)
+    return out
+  }
+  // bytes that matter to the scan (CR, LF, ".", 8-bit), plenty of plain text, at any alignment
+  const body = fc.tuple(
+    fc.array(fc.oneof(fc.constantFrom(0x0d, 0x0a, 0x2e, 0x80, 0xff), fc.integer({ min: 0x20, max: 0x7e }), fc.constant(0x61)), {
+      maxLength: 300,
+      size: "medium"
+    }),
+    fc.nat(3),
+    fc.boolean()
+  ).map(([bytes, offset, crlfOnly]) => {
+    // crlfOnly: every line end CRLF (the common case, served without the encoder)
+    const src = crlfOnly
+      ? [...bytes.map((b) => (b === 0x0d || b === 0x0a ? 0x61 : b)).flatMap((b, i) => (i % 7 === 6 ? [b, 0x0d, 0x0a] : [b])), 0x0d, 0x0a]
+      : bytes
+    const buf = new Uint8Array(src.length + offset)
+    buf.set(src, offset)
+    return buf.subarray(offset)
+  })
+
+  it("DATA sends exactly DataEncoder's encoding; SIZE and BODY=8BITMIME match the bytes", () => {
+    fc.assert(
+      fc.property(body, (data) => {
+        const c = ready()
+        c.send(message({ data }))
+        const eight = data.some((b) => b >= 0x80)
+        expect(c.take()).toBe(
+          `MAIL FROM:<alice@example.org> SIZE=${canonicalRef(data).length}${eight ? " BODY=8BITMIME" : ""}\r\n` +
+            "RCPT TO:<bob@example.net>\r\nDATA\r\n"
+        )
+        c.recv("250 ok\r\n250 ok\r\n354 go\r\n")
+        expect(c.take()).toBe(txt(DataEncoder.encode(data)))
+      }),
+      { numRuns: 500 }
+    )
+  })
+
+  it("BDAT sends the canonical form, the message itself when it already is", () => {
+    fc.assert(
+      fc.property(body, (data) => {
+        const c = ready(FULL, cfg({ tls: "none", preferChunking: true }))
+        c.send(message({ data }))
+        c.take()
+        c.recv("250 ok\r\n250 ok\r\n")
+        const canonical = canonicalRef(data)
+        expect(c.take()).toBe(`BDAT ${canonical.length} LAST\r\n` + txt(new Uint8Array(canonical)))
+      }),
+      { numRuns: 300 }
+    )
+  })
+
+  it("8-bit bytes anywhere, at any alignment, need 8BITMIME", () => {
+    for (let offset = 0; offset < 4; offset++) {
+      for (let at = 0; at < 12; at++) {
+        const buf = new Uint8Array(offset + 12).fill(0x61)
+        buf[offset + at] = 0x80
+        const c = ready(["PIPELINING", "SIZE 10000"])
+        c.send(message({ data: buf.subarray(offset) }))
+        expect(c.results[0]?.recipients[0]?.reply.code).toBe(554)
+      }
+    }
   })
 })

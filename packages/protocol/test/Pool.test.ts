@@ -15,6 +15,8 @@ interface Fake extends Pool.Resource {
   closed: boolean
   /** Completing it makes the idle connection stale (the server talked). */
   readonly talk: Deferred.Deferred<void>
+  /** Watches started on it while idle. */
+  watches: number
   pollAnswer: boolean
 }
 
@@ -28,11 +30,16 @@ const makeFake = (name: string): Effect.Effect<Fake, never, Scope.Scope> =>
       quits: 0,
       closed: false,
       talk,
+      watches: 0,
       pollAnswer: true,
       isReady: () => fake.ready && !fake.closed,
       messages: () => fake.used,
       poll: Effect.sync(() => fake.pollAnswer),
-      idle: Deferred.await(talk),
+      watch: (ms) =>
+        Effect.suspend(() => {
+          fake.watches++
+          return Effect.raceFirst(Effect.as(Deferred.await(talk), "stale" as const), Effect.as(Effect.sleep(ms), "timeout" as const))
+        }),
       quit: Effect.sync(() => {
         fake.quits++
       })
@@ -121,6 +128,26 @@ describe("Pool", () => {
     expect(out.waiting).toBe(1)
     expect(out.n).toBe(1)
     expect(out.b).toEqual({ name: "a#0", reused: true })
+  })
+
+  it("hands a released connection straight to a waiter, without parking or watching it", async () => {
+    const out = await run(Effect.gen(function*() {
+      const { opened, use, pool } = yield* setup({ maxPerDestination: 1 })
+      const gate = yield* Deferred.make<void>()
+      const first = yield* Effect.forkChild(use("a", Deferred.await(gate)))
+      yield* Effect.sleep(5)
+      const waiters = [yield* Effect.forkChild(use("a")), yield* Effect.forkChild(use("a"))]
+      yield* Effect.sleep(5)
+      yield* Deferred.succeed(gate, undefined)
+      const got = [yield* Fiber.join(first), ...(yield* Fiber.joinAll(waiters))]
+      yield* Effect.sleep(5)
+      return { got, watches: opened[0]!.watches, n: opened.length, stats: yield* pool.stats }
+    }))
+    expect(out.got).toEqual([{ name: "a#0", reused: false }, { name: "a#0", reused: true }, { name: "a#0", reused: true }])
+    expect(out.n).toBe(1)
+    // only after the last use, with nobody waiting, is it parked and watched
+    expect(out.watches).toBe(1)
+    expect(out.stats).toMatchObject({ open: 1, idle: 1, waiting: 0, reused: 2 })
   })
 
   it("limits connections in total, evicting (QUIT) an idle connection of another destination", async () => {

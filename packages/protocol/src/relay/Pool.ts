@@ -7,10 +7,13 @@
  *   next one to the same destination, at most `idleTimeoutMs` (then QUIT);
  *   the most recently used idle connection is reused first. `idleTimeoutMs:
  *   0` QUITs after every message.
- * - While idle, a connection is watched: a server that talks or closes
- *   (typically a 421 when it timed us out) makes it stale, and it is closed
- *   at once. Before reuse it is polled once more; a stale one is discarded
- *   and a new one is dialled in its place.
+ * - While idle, a connection is watched (`Resource.watch`, one wait bounded
+ *   by the idle time): a server that talks or closes (typically a 421 when
+ *   it timed us out) makes it stale, and it is closed at once. Before reuse
+ *   it is polled once more; a stale one is discarded and a new one is
+ *   dialled in its place.
+ * - A connection released while a caller waits for its destination goes
+ *   straight to that caller: it is not parked, and no watch starts.
  * - At most `maxPerDestination` connections (open or being dialled) per
  *   destination and `maxTotal` in all; callers beyond that wait in one FIFO
  *   queue. When the total is reached but another destination has an idle
@@ -56,8 +59,12 @@ export interface Resource {
   readonly messages: () => number
   /** Before reuse: still usable (nothing arrived while idle)? */
   readonly poll: Effect.Effect<boolean>
-  /** Completes when the idle connection becomes unusable (the server talked or closed). */
-  readonly idle: Effect.Effect<void>
+  /**
+   * While idle: waits at most `ms`; `"stale"` as soon as the connection
+   * becomes unusable (the server talked or closed), `"timeout"` when `ms`
+   * passed. The pool interrupts it to reuse the connection.
+   */
+  readonly watch: (ms: number) => Effect.Effect<"stale" | "timeout">
   /** Ends the connection politely. */
   readonly quit: Effect.Effect<void>
 }
@@ -101,6 +108,8 @@ interface Entry<R> {
   readonly resource: R
   readonly scope: Scope.Closeable
   watcher: Fiber.Fiber<void> | undefined
+  /** Times it was parked (tells `park` whether a waiter parked it again meanwhile). */
+  parks: number
 }
 
 type Grant<R> =
@@ -246,25 +255,31 @@ export const make = <R extends Resource>(options: Options = {}): Effect.Effect<P
       })
     }
 
-    /** Puts a connection back as idle and watches it. */
+    /** The watch of an idle entry: closes it when it turns stale or its idle time is up. */
+    const watch = (entry: Entry<R>): Effect.Effect<void> =>
+      Effect.flatMap(entry.resource.watch(idleTimeoutMs), (why) => {
+        if (!removeIdle(entry)) return Effect.void
+        if (why === "stale") stale++
+        entry.watcher = undefined
+        return retire(entry, why === "timeout")
+      })
+
+    /**
+     * Puts a connection back as idle; a waiter for its destination takes it
+     * at once, else it is watched.
+     */
     const park = (entry: Entry<R>): Effect.Effect<void> =>
-      Effect.gen(function*() {
+      Effect.suspend(() => {
+        const parks = ++entry.parks
         idle.push(entry)
-        entry.watcher = yield* Effect.forkIn(
-          Effect.gen(function*() {
-            const why = yield* Effect.raceFirst(
-              Effect.as(entry.resource.idle, "stale" as const),
-              Effect.as(Effect.sleep(idleTimeoutMs), "timeout" as const)
-            )
-            if (!removeIdle(entry)) return
-            if (why === "stale") stale++
-            entry.watcher = undefined
-            yield* retire(entry, why === "timeout")
-          }),
-          root
-        )
+        // a waiter may take it here, and (its fiber runs on this stack) even
+        // use it and park it again: then that park watches it, not this one
         dispatch()
-        yield* flush
+        if (entry.parks !== parks || idle.length === 0 || idle[idle.length - 1] !== entry) return flush
+        return Effect.flatMap(Effect.forkIn(watch(entry), root), (fiber) => {
+          entry.watcher = fiber
+          return flush
+        })
       })
 
     /** After use: back to idle, or closed. */
@@ -326,7 +341,7 @@ export const make = <R extends Resource>(options: Options = {}): Effect.Effect<P
               return yield* Effect.failCause(opened.cause)
             }
             dialled++
-            entry = { key, resource: opened.value, scope, watcher: undefined }
+            entry = { key, resource: opened.value, scope, watcher: undefined, parks: 0 }
           }
           const wasReused = g._tag === "Idle" && entry === g.entry
           const result = yield* Effect.exit(restore(f(entry.resource, wasReused)))

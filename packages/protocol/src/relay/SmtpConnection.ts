@@ -4,13 +4,14 @@
  * time limit), runs the handshake (banner, EHLO/LHLO, STARTTLS, AUTH) until
  * the session is `Ready`, delivers messages one at a time, and QUITs.
  *
- * - Reads: at most one `read` of the transport is outstanding, in a fiber of
- *   the connection's scope; the driver waits for it against the session's
- *   deadline (`ClientSession.deadline`), and a timed-out wait leaves the read
- *   running rather than interrupting it, so no received byte is ever lost.
- *   While the connection is idle in a pool the same pending read is the
- *   stale-connection check: if it completes (an unsolicited 421, or EOF)
- *   the connection is not reused.
+ * - Reads: `readWithin` of the transport with the session's deadline
+ *   (`ClientSession.deadline`): the deadline rides on the connection's own
+ *   timer, nothing is forked per read, and a timed-out read loses no byte
+ *   (what arrives later is returned by the next read). While the connection
+ *   is idle in a pool, `watch` is such a read bounded by the pool's idle
+ *   time: if it returns data or EOF (an unsolicited 421, a close) the
+ *   connection is stale and is not reused; `poll` looks once more, without
+ *   waiting, before reuse.
  * - STARTTLS: the handshake starts right after the session asks for it, with
  *   no read outstanding, so plaintext the server pipelined after its 220 is
  *   discarded by the transport (and by the session), never read as a reply.
@@ -34,7 +35,6 @@ import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Transport from "../edge/Transport.ts"
@@ -105,8 +105,12 @@ export interface SmtpConnection {
   readonly messages: () => number
   /** Sends one message and waits until the session is idle again (or closed). */
   readonly send: (message: ClientSession.Message) => Effect.Effect<SendResult>
-  /** While idle: completes when the server sends anything or closes (the connection is then stale). */
-  readonly idle: Effect.Effect<void>
+  /**
+   * While idle: waits at most `ms` for the server. `"stale"` when it sent
+   * anything or closed (the connection is then unusable), `"timeout"` when
+   * `ms` passed in silence. Interrupting it loses nothing.
+   */
+  readonly watch: (ms: number) => Effect.Effect<"stale" | "timeout">
   /** Before reuse: true when the connection is ready and nothing arrived while it was idle. */
   readonly poll: Effect.Effect<boolean>
   /** QUIT, wait for the 221 (bounded by the session's quit timeout), close. */
@@ -153,9 +157,14 @@ export const connectFailure = (endpoint: Transport.Endpoint, error: Transport.Tr
 /** A message text safe for a reply line. */
 const clean = (s: string): string => s.replace(/[\u0000-\u001f\u007f]+/g, " ").slice(0, 300)
 
-type Batch = ReadonlyArray<Uint8Array> | null
-
 const eof: ClientSession.Input = { _tag: "Eof" }
+const timedOut: ClientSession.Input = { _tag: "Timeout" }
+const succeedEof: Effect.Effect<ClientSession.Input | undefined> = Effect.succeed(eof)
+const succeedNothing: Effect.Effect<ClientSession.Input | undefined> = Effect.succeed(undefined)
+
+/** A transport error while reading is the end of the stream for the session. */
+const readOf = (conn: Transport.Connection, ms: number | undefined): Effect.Effect<Transport.ReadResult> =>
+  Effect.orElseSucceed(conn.readWithin(ms), () => null)
 
 /**
  * Dials `options.endpoint` and runs the handshake until the session is ready.
@@ -184,7 +193,6 @@ const dial = (
 ): Effect.Effect<SmtpConnection, OpenFailure, Scope.Scope | Transport.Connector> =>
   Effect.gen(function*() {
     const connector = yield* Transport.Connector
-    const scope = yield* Effect.scope
     const { endpoint, servername } = options
     const clientTls: Transport.ClientTlsOptions = {
       ...(servername !== undefined ? { servername } : {}),
@@ -216,7 +224,8 @@ const dial = (
       implicitTls: mode === "implicit"
     }
     let state = ClientSession.initial(config, { tls: implicitInfo })
-    let reader: Fiber.Fiber<Batch, Transport.TransportError> | undefined
+    /** The server talked or closed while the connection was idle: never reuse it. */
+    let stale = false
     const results: Array<ClientSession.Result> = []
     let failure: ClientSession.Failure | undefined
     let closed = false
@@ -224,88 +233,100 @@ const dial = (
     /** The last TLS facts seen, including a handshake that was refused for its certificate. */
     let lastTls: Transport.TlsInfo | undefined = implicitInfo
 
-    /** Performs a step's outputs; returns the input they produced (a TLS outcome, or EOF after a failed write). */
-    const perform = (outputs: ReadonlyArray<ClientSession.Output>): Effect.Effect<ClientSession.Input | undefined> =>
-      Effect.gen(function*() {
-        let broken = false
-        for (const o of outputs) {
-          switch (o._tag) {
-            case "Send":
-              if (!broken) broken = Exit.isFailure(yield* Effect.exit(conn.write(o.bytes)))
-              break
-            case "StartTls": {
-              if (broken) return eof
-              const r = yield* Effect.exit(conn.startTls(clientTls))
-              if (Exit.isFailure(r)) {
-                const e = Option.getOrUndefined(Exit.findErrorOption(r))
-                return { _tag: "TlsFailed", reason: clean(e?.message ?? "interrupted") }
-              }
-              lastTls = r.value
-              if (enforce && r.value.authorized !== true) {
-                yield* conn.destroy
-                return { _tag: "TlsFailed", reason: `certificate not verified: ${clean(r.value.authorizationError ?? "unknown")}` }
-              }
-              return { _tag: "TlsEstablished", tls: r.value }
-            }
-            case "Result":
-              results.push(o.result)
-              break
-            case "Failed":
-              failure = o.failure
-              break
-            case "Close":
-              closed = true
-              yield* o.reason === "quit" ? conn.close : conn.destroy
-              break
-            case "Event":
-              yield* Effect.logDebug(`smtp client: ${o.event._tag}`).pipe(
-                Effect.annotateLogs({ remote: Transport.formatEndpoint(endpoint) })
-              )
-              break
-            case "Ready":
-              break
-          }
-        }
-        return broken && !closed ? eof : undefined
-      })
+    // The per-message path (perform, apply, feed, settle, send) is written as
+    // plain `flatMap` chains, not generators: it runs several times per
+    // message, and a generator with its iterators costs more than the step.
 
-    const apply = (step: ClientSession.Step): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        state = step.state
-        let next = yield* perform(step.outputs)
-        while (next !== undefined) {
-          const now = yield* Clock.currentTimeMillis
-          const s = ClientSession.step(state, next, now)
-          state = s.state
-          next = yield* perform(s.outputs)
+    const startTls: Effect.Effect<ClientSession.Input> = Effect.gen(function*() {
+      const r = yield* Effect.exit(conn.startTls(clientTls))
+      if (Exit.isFailure(r)) {
+        const e = Option.getOrUndefined(Exit.findErrorOption(r))
+        return { _tag: "TlsFailed", reason: clean(e?.message ?? "interrupted") }
+      }
+      lastTls = r.value
+      if (enforce && r.value.authorized !== true) {
+        yield* conn.destroy
+        return { _tag: "TlsFailed", reason: `certificate not verified: ${clean(r.value.authorizationError ?? "unknown")}` }
+      }
+      return { _tag: "TlsEstablished", tls: r.value }
+    })
+
+    /**
+     * Performs a step's outputs from `i` on; returns the input they produced
+     * (a TLS outcome, or EOF after a failed write).
+     */
+    const perform = (
+      outputs: ReadonlyArray<ClientSession.Output>,
+      i: number,
+      broken: boolean
+    ): Effect.Effect<ClientSession.Input | undefined> => {
+      for (; i < outputs.length; i++) {
+        const o = outputs[i]!
+        switch (o._tag) {
+          case "Send": {
+            if (broken) break
+            const next = i + 1
+            return Effect.flatMap(Effect.exit(conn.write(o.bytes)), (exit) => perform(outputs, next, Exit.isFailure(exit)))
+          }
+          case "StartTls":
+            return broken ? succeedEof : startTls
+          case "Result":
+            results.push(o.result)
+            break
+          case "Failed":
+            failure = o.failure
+            break
+          case "Close": {
+            closed = true
+            const next = i + 1
+            return Effect.flatMap(o.reason === "quit" ? conn.close : conn.destroy, () => perform(outputs, next, broken))
+          }
+          case "Event": {
+            const next = i + 1
+            return Effect.flatMap(
+              Effect.logDebug(`smtp client: ${o.event._tag}`).pipe(Effect.annotateLogs({ remote: Transport.formatEndpoint(endpoint) })),
+              () => perform(outputs, next, broken)
+            )
+          }
+          case "Ready":
+            break
         }
-      })
+      }
+      return broken && !closed ? succeedEof : succeedNothing
+    }
+
+    /** Feeds what performing produced back into the session until nothing is left. */
+    const feedBack = (next: ClientSession.Input | undefined): Effect.Effect<void> =>
+      next === undefined ? Effect.void : feed(next)
+
+    const apply = (step: ClientSession.Step): Effect.Effect<void> => {
+      state = step.state
+      return Effect.flatMap(perform(step.outputs, 0, false), feedBack)
+    }
 
     const feed = (input: ClientSession.Input): Effect.Effect<void> =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => apply(ClientSession.step(state, input, now)))
 
     /** The next input from the server: bytes, EOF, or the deadline passing. */
-    const readNext: Effect.Effect<ClientSession.Input> = Effect.gen(function*() {
-      if (reader === undefined) reader = yield* Effect.forkIn(conn.read, scope)
+    const readNext: Effect.Effect<ClientSession.Input> = Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const deadline = ClientSession.deadline(state)
-      let exit: Exit.Exit<Batch, Transport.TransportError>
-      if (deadline === undefined) {
-        exit = yield* Fiber.await(reader)
-      } else {
-        const now = yield* Clock.currentTimeMillis
-        const waited = yield* Effect.timeoutOption(Fiber.await(reader), Math.max(0, deadline.at - now))
-        if (Option.isNone(waited)) return { _tag: "Timeout" }
-        exit = waited.value
-      }
-      reader = undefined
-      if (Exit.isSuccess(exit) && exit.value !== null) return { _tag: "Received", bytes: Bytes.concat(exit.value) }
-      return eof
+      return Effect.flatMap(
+        readOf(conn, deadline === undefined ? undefined : Math.max(0, deadline.at - now)),
+        (r): Effect.Effect<ClientSession.Input> =>
+          r === null
+            ? Effect.succeed(eof)
+            : r === "timeout"
+            ? Effect.succeed(timedOut)
+            : r === "woken"
+            ? readNext // nobody wakes a client connection; read on
+            : Effect.succeed({ _tag: "Received", bytes: r.length === 1 ? r[0]! : Bytes.concat(r) })
+      )
     })
 
     /** Feeds server input until the session is idle or closed. */
-    const settle: Effect.Effect<void> = Effect.gen(function*() {
-      while (!closed && !ClientSession.isReady(state)) yield* feed(yield* readNext)
-    })
+    const settle: Effect.Effect<void> = Effect.suspend(() =>
+      closed || ClientSession.isReady(state) ? Effect.void : Effect.flatMap(Effect.flatMap(readNext, feed), () => settle)
+    )
 
     yield* apply(ClientSession.start(state, yield* Clock.currentTimeMillis))
     yield* settle
@@ -315,8 +336,6 @@ const dial = (
       return yield* new OpenFailure({ reason: f.reason, reply: f.reply, tls: tlsText() })
     }
 
-    const staleRead = (): boolean => reader !== undefined && reader.pollUnsafe() !== undefined
-
     const connection: SmtpConnection = {
       endpoint,
       servername,
@@ -325,34 +344,48 @@ const dial = (
       isReady: () => !closed && ClientSession.isReady(state),
       messages: () => sent,
       send: (message) =>
-        Effect.gen(function*() {
+        Effect.suspend(() => {
           const before = results.length
           const failureBefore = failure
-          yield* feed({ _tag: "Send", message })
-          yield* settle
-          sent++
-          const result = results[before] ?? {
-            recipients: message.recipients.map((r) => ({
-              address: r.address,
-              outcome: "transient" as const,
-              reply: failure?.reply ?? Reply.make(451, "4.3.0", "Connection lost")
-            })),
-            tls: state.tls,
-            auth: undefined,
-            dataSent: false,
-            local: true
-          }
-          return { result, failure: failure !== failureBefore ? failure : undefined }
+          return Effect.map(Effect.flatMap(feed({ _tag: "Send", message }), () => settle), (): SendResult => {
+            sent++
+            // results are kept only until their send has read them
+            const result = results[before] ?? {
+              recipients: message.recipients.map((r) => ({
+                address: r.address,
+                outcome: "transient" as const,
+                reply: failure?.reply ?? Reply.make(451, "4.3.0", "Connection lost")
+              })),
+              tls: state.tls,
+              auth: undefined,
+              dataSent: false,
+              local: true
+            }
+            if (before === 0) results.length = 0
+            return { result, failure: failure !== failureBefore ? failure : undefined }
+          })
         }),
-      idle: Effect.gen(function*() {
-        if (closed || !ClientSession.isReady(state)) return
-        if (reader === undefined) reader = yield* Effect.forkIn(conn.read, scope)
-        yield* Fiber.await(reader)
+      watch: (ms) =>
+        Effect.suspend(() => {
+          if (stale || closed || !ClientSession.isReady(state)) return Effect.succeed("stale" as const)
+          return Effect.map(readOf(conn, ms), (r) => {
+            if (r === "timeout" || r === "woken") return "timeout" as const
+            stale = true
+            return "stale" as const
+          })
+        }),
+      poll: Effect.suspend(() => {
+        if (stale || closed || !ClientSession.isReady(state)) return Effect.succeed(false)
+        // anything that arrived while idle, or an end of stream, is already buffered
+        return Effect.map(readOf(conn, 0), (r) => {
+          if (r === "timeout" || r === "woken") return true
+          stale = true
+          return false
+        })
       }),
-      poll: Effect.sync(() => !closed && ClientSession.isReady(state) && !staleRead()),
       quit: Effect.gen(function*() {
         if (closed) return
-        if (staleRead() || !ClientSession.isReady(state)) {
+        if (stale || !ClientSession.isReady(state)) {
           closed = true
           return yield* conn.destroy
         }

@@ -159,31 +159,46 @@ export const extensions = (state: State): Extensions.Extensions => state.extensi
 // ---------------------------------------------------------------------------
 
 class Builder {
-  state: State
+  private current: State
+  /** `current` is this step's own copy (made on the first change), so changes mutate it in place. */
+  private owned = false
   readonly now: number
   private bytes: Array<Uint8Array> = []
+  /** Command text not yet encoded: the commands of a step are encoded together. */
+  private text = ""
   private outputs: Array<Output> = []
   /** A reply was consumed, bytes were written or the phase changed: the deadline restarts. */
   private progress = false
   constructor(state: State, now: number) {
-    this.state = state
+    this.current = state
     this.now = now
   }
+  get state(): State {
+    return this.current
+  }
+  private own(): { -readonly [K in keyof State]: State[K] } {
+    if (!this.owned) {
+      this.current = { ...this.current }
+      this.owned = true
+    }
+    return this.current as { -readonly [K in keyof State]: State[K] }
+  }
   set(patch: Partial<State>): void {
-    this.state = { ...this.state, ...patch }
+    Object.assign(this.own(), patch)
   }
   phase(phase: Phase): void {
-    this.state = { ...this.state, phase }
+    this.own().phase = phase
     this.progress = true
   }
   consumed(): void {
     this.progress = true
   }
   write(text: string): void {
-    this.bytes.push(Bytes.fromString(text))
+    this.text += text
     this.progress = true
   }
   writeBytes(bytes: Uint8Array): void {
+    this.flushText()
     this.bytes.push(bytes)
     this.progress = true
   }
@@ -193,12 +208,18 @@ class Builder {
   event(event: Event): void {
     this.outputs.push({ _tag: "Event", event })
   }
+  private flushText(): void {
+    if (this.text === "") return
+    this.bytes.push(Bytes.fromString(this.text))
+    this.text = ""
+  }
   done(): Step {
-    if (this.progress) this.set({ deadline: deadlineFor(this.state, this.now) })
+    if (this.progress) this.own().deadline = deadlineFor(this.current, this.now)
+    this.flushText()
     const outputs: ReadonlyArray<Output> = this.bytes.length === 0
       ? this.outputs
       : [{ _tag: "Send", bytes: Bytes.concat(this.bytes) }, ...this.outputs]
-    return { state: this.state, outputs }
+    return { state: this.current, outputs }
   }
 }
 
@@ -689,7 +710,8 @@ const prepare = (s: State, m: Message): Prepared => {
   if (valid.length === 0) return { _tag: "Refused", result: local(s, m, statuses) }
   const binary = m.body === "BINARYMIME"
   const utf8 = m.smtputf8 === true || (sender !== null && !Address.isAscii(sender)) || valid.some((v) => !Address.isAscii(v.mailbox))
-  const eightBit = !binary && hasHighBit(m.data)
+  const shape = binary ? undefined : bodyShape(m.data)
+  const eightBit = shape !== undefined && shape.eightBit
   if (binary && !(Extensions.has(ext, "CHUNKING") && Extensions.has(ext, "BINARYMIME"))) {
     return refuse(Reply.make(554, "5.6.1", `Message needs BINARYMIME and CHUNKING, which ${name} does not offer`))
   }
@@ -698,7 +720,7 @@ const prepare = (s: State, m: Message): Prepared => {
   }
   const has8 = Extensions.has(ext, "8BITMIME")
   if (eightBit && !has8) return refuse(Reply.make(554, "5.6.3", `Message has 8-bit content and ${name} does not offer 8BITMIME`))
-  const size = binary ? m.data.length : canonical(m.data, undefined)
+  const size = shape === undefined ? m.data.length : shape.size
   const limit = Extensions.sizeLimit(ext)
   if (limit !== undefined && size > limit) {
     return refuse(Reply.make(552, "5.3.4", `Message size ${size} exceeds the fixed limit ${limit} of ${name}`))
@@ -827,9 +849,13 @@ const withStatus = (t: Transaction, index: number, status: RecipientStatus): Tra
 const sendBody = (b: Builder, t: Transaction): Transaction => {
   const data = t.message.data
   if (t.chunking) {
-    const payload = t.binary ? data : canonicalBytes(data)
+    const payload = t.binary || bodyShape(data).canonical ? data : canonicalBytes(data)
     b.write(`${Command.print({ _tag: "Bdat", size: payload.length, last: true })}\r\n`)
     b.writeBytes(payload)
+  } else if (bodyShape(data).clean) {
+    // nothing to stuff or convert: the message as it is, then the terminator
+    b.writeBytes(data)
+    b.writeBytes(DOT_CRLF)
   } else {
     b.writeBytes(DataEncoder.encode(data))
   }
@@ -877,9 +903,79 @@ const unsent = (s: State, m: Message, reply: Reply.Reply): Result =>
 // Body helpers
 // ---------------------------------------------------------------------------
 
-const hasHighBit = (data: Uint8Array): boolean => {
-  for (let i = 0; i < data.length; i++) if (data[i]! >= 0x80) return true
-  return false
+const DOT_CRLF = new Uint8Array([Bytes.DOT, Bytes.CR, Bytes.LF])
+
+/** What sending a text message takes, from one pass over its bytes. */
+interface BodyShape {
+  /** A byte is 0x80 or above. */
+  readonly eightBit: boolean
+  /** The RFC 1870 SIZE: the message with every line end CRLF and a final CRLF. */
+  readonly size: number
+  /** Every line end is CRLF and it ends with one (or is empty): it is its own canonical form. */
+  readonly canonical: boolean
+  /** Canonical, and no line starts with ".": the DATA payload is the message plus `.\r\n`. */
+  readonly clean: boolean
+}
+
+/** Shapes already computed, per message bytes (`prepare` and `sendBody` look at the same bytes). */
+const shapes = new WeakMap<Uint8Array, BodyShape>()
+
+const ONES = 0x01010101
+const HIGH = 0x80808080
+const LFS = 0x0a0a0a0a
+const CRS = 0x0d0d0d0d
+
+/**
+ * The shape of a message, in one pass that reads four bytes at a time: a
+ * word is looked at byte by byte only when it holds a CR or an LF (the
+ * "has a zero byte" test on the word XOR the repeated CR or LF), so a
+ * message costs about a quarter of a loop over every byte. The rare message
+ * with a bare CR or LF is sized by `canonical`.
+ */
+const bodyShape = (data: Uint8Array): BodyShape => {
+  const known = shapes.get(data)
+  if (known !== undefined) return known
+  const n = data.length
+  let crlf = true
+  let stuffed = n > 0 && data[0] === Bytes.DOT
+  let high = 0
+  /** Checks the line ends among bytes [from, to). */
+  const ends = (from: number, to: number): void => {
+    for (let i = from; i < to; i++) {
+      const c = data[i]!
+      if (c === Bytes.LF) {
+        if (i === 0 || data[i - 1] !== Bytes.CR) crlf = false
+        else if (data[i + 1] === Bytes.DOT) stuffed = true
+      } else if (c === Bytes.CR && data[i + 1] !== Bytes.LF) crlf = false
+    }
+  }
+  const head = Math.min(n, (4 - (data.byteOffset & 3)) & 3)
+  for (let i = 0; i < head; i++) high |= data[i]!
+  ends(0, head)
+  const words = (n - head) >>> 2
+  if (words > 0) {
+    const w = new Uint32Array(data.buffer, data.byteOffset + head, words)
+    for (let k = 0; k < words; k++) {
+      const x = w[k]!
+      high |= x
+      const lf = x ^ LFS
+      const cr = x ^ CRS
+      if ((((lf - ONES) & ~lf) | ((cr - ONES) & ~cr)) & HIGH) ends(head + (k << 2), head + (k << 2) + 4)
+    }
+  }
+  const tail = head + (words << 2)
+  for (let i = tail; i < n; i++) high |= data[i]!
+  ends(tail, n)
+  const endsWithCrlf = n === 0 || (n >= 2 && data[n - 1] === Bytes.LF && data[n - 2] === Bytes.CR)
+  const canonicalForm = crlf && endsWithCrlf
+  const shape: BodyShape = {
+    eightBit: (high & HIGH) !== 0,
+    size: canonicalForm ? n : crlf ? n + 2 : canonical(data, undefined),
+    canonical: canonicalForm,
+    clean: canonicalForm && !stuffed
+  }
+  shapes.set(data, shape)
+  return shape
 }
 
 /**
