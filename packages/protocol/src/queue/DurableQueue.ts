@@ -137,7 +137,18 @@ export const make = <R = never>(
     const signal = Effect.asVoid(EQueue.offer(wake, undefined))
 
     /** Writes envelopes durably; on any failure removes what was written and fails. */
-    const writeAll = (envelopes: ReadonlyArray<Envelope.Envelope>, now: number) =>
+    const writeAll = (
+      envelopes: ReadonlyArray<Envelope.Envelope>,
+      now: number
+    ): Effect.Effect<ReadonlyArray<string>, QueueStorage.StorageError> =>
+      envelopes.length === 1
+        ? Effect.map(storage.write(envelopes[0]!, { nextAttemptAt: now }), (id) => {
+          schedule.set(id, now)
+          return [id]
+        })
+        : writeMany(envelopes, now)
+
+    const writeMany = (envelopes: ReadonlyArray<Envelope.Envelope>, now: number) =>
       Effect.gen(function*() {
         const results = yield* Effect.forEach(
           envelopes,
@@ -253,18 +264,16 @@ export const make = <R = never>(
             delayed.push({ recipient, index, reply, remote, action: "delayed" })
           }
         })
-        yield* Effect.logInfo("delivery").pipe(
-          Effect.annotateLogs({
-            id,
-            attempt: meta.attempts + 1,
-            delivered: delivered.length,
-            deferred: transientLeft,
-            bounced: failed.length,
-            remote: result.remote ?? "-",
-            tls: result.tls ?? "-",
-            reply: Reply.toString((failed[0] ?? delayed[0] ?? delivered[0])?.reply ?? Reply.ok)
-          })
-        )
+        yield* Effect.logInfo("delivery", {
+          id,
+          attempt: meta.attempts + 1,
+          delivered: delivered.length,
+          deferred: transientLeft,
+          bounced: failed.length,
+          remote: result.remote ?? "-",
+          tls: result.tls ?? "-",
+          reply: Reply.toString((failed[0] ?? delayed[0] ?? delivered[0])?.reply ?? Reply.ok)
+        })
         // Bounces first, then the record: a crash in between repeats a bounce, never loses one.
         const dsnOptions = { hostname: options.hostname, now, random }
         if (failed.length > 0) yield* sendDsn(Bounce.build(envelope, failed, { ...dsnOptions, kind: "failure" }), now)
@@ -325,15 +334,34 @@ export const make = <R = never>(
                   schedule.set(id, t + retry.intervals[0]!)
                 })
             ),
+            // the scheduler is needed again only when something waits: a
+            // delivered and removed message leaves nothing behind
             Effect.ensuring(Effect.suspend(() => {
               running.delete(id)
-              return signal
+              return schedule.size > 0 ? signal : Effect.void
             }))
           )
         )
       }
       return earliest
     })
+
+    /**
+     * The time the pending timer wakes the scheduler (Infinity: none). A wake
+     * is a signal, so the scheduler itself only ever waits on `wake`: no race
+     * and no timer per message, a timer only when the next due time moves
+     * earlier. A timer made useless by a later change just wakes it once.
+     */
+    let timerAt = Infinity
+    const armTimer = (at: number, now: number): Effect.Effect<void> => {
+      if (at >= timerAt) return Effect.void
+      timerAt = at
+      const fire = Effect.suspend(() => {
+        if (timerAt === at) timerAt = Infinity
+        return signal
+      })
+      return Effect.asVoid(FiberSet.run(fibers, Effect.andThen(Effect.sleep(Math.max(1, at - now)), fire)))
+    }
 
     const scheduler = Effect.gen(function*() {
       yield* Effect.ignore(resync)
@@ -347,8 +375,8 @@ export const make = <R = never>(
           lastSync = now
           continue
         }
-        const wait = Math.max(1, Math.min(untilPoll, earliest - now))
-        yield* Effect.raceFirst(EQueue.take(wake), Effect.sleep(wait))
+        yield* armTimer(now + Math.max(1, Math.min(untilPoll, earliest - now)), now)
+        yield* EQueue.take(wake)
       }
     })
 
