@@ -95,8 +95,11 @@ const truncate = (s: string, max: number): string => {
 /** Writes one logfmt value: bare when safe, otherwise quoted and escaped. */
 export const logfmtValue = (s: string): string => BARE.test(s) ? s : `"${escape(s)}"`
 
+const KEY_SAFE = /^[A-Za-z0-9_.-]+$/
+
 /** Reduces a key to the characters logfmt readers accept. */
 export const logfmtKey = (key: string): string => {
+  if (KEY_SAFE.test(key)) return key
   const k = key.replace(/[^A-Za-z0-9_.-]/g, "_")
   return k === "" ? "_" : k
 }
@@ -148,22 +151,15 @@ export const valueText = (u: unknown): string | undefined => {
 
 const RESERVED = new Set(["ts", "level", "event"])
 
-const fieldsOf = (r: LogRecord, max: number): Array<[string, string]> => {
-  const out: Array<[string, string]> = []
-  for (const [key, value] of r.fields) {
-    const text = valueText(value)
-    if (text === undefined) continue
-    const k = RESERVED.has(key) ? `${key}_` : key
-    out.push([k, truncate(text, max)])
-  }
-  return out
-}
-
 /** One logfmt line (no trailing newline): `ts=... level=... event=... key=value ...`. */
 export const logfmt = (r: LogRecord, options?: FormatOptions): string => {
   const max = options?.maxValueLength ?? DEFAULT_MAX
   let line = `ts=${r.ts.toISOString()} level=${r.level} event=${logfmtValue(truncate(r.event, max))}`
-  for (const [k, v] of fieldsOf(r, max)) line += ` ${logfmtKey(k)}=${logfmtValue(v)}`
+  for (const [key, value] of r.fields) {
+    const text = valueText(value)
+    if (text === undefined) continue
+    line += ` ${logfmtKey(RESERVED.has(key) ? `${key}_` : key)}=${logfmtValue(truncate(text, max))}`
+  }
   return line
 }
 
