@@ -2,12 +2,19 @@
 // Profiles `mailroom serve` (Node, `--cpu-prof`) under one benchmark load
 // and prints where the time goes: self time by function and by file.
 //
-//   node bench/profile.mjs [--messages N] [--sessions N] [--size BYTES] [--persistent] [--relay parked|blackhole|static]
+//   node bench/profile.mjs [--messages N] [--sessions N] [--size BYTES] [--persistent]
+//                          [--relay parked|blackhole|static] [--storage disk|memory|journal] [--no-prof]
 //
-// --relay static relays to an smtp-sink and waits, after each load, until the queue is empty.
+// --relay static relays to an smtp-sink and waits, after each load, until the
+// queue is empty: until the sink has received every message (it counts them,
+// `smtp-sink -c`) and, on disk, the queue directory is empty too. With
+// --relay blackhole the queue is known empty from the disk queue, or for
+// memory and journal storage from Mailroom's log.
+// --storage memory keeps the queue in memory: the CPU of the path without
+// the disk. --no-prof runs without --cpu-prof (its sampling costs CPU too).
 //
 // Same config as the accept scenario of bench/run.mjs (disk queue, parked
-// relay unless --relay blackhole). A warm-up of N/2 messages runs first; the
+// relay unless --relay says otherwise). A warm-up of N/2 messages runs first; the
 // profile covers the whole process. The .cpuprofile is kept in
 // bench/results/ for Chrome DevTools.
 import * as fs from "node:fs"
@@ -28,6 +35,19 @@ const sessions = Number(value("sessions", 20))
 const size = Number(value("size", 5120))
 const persistent = argv.includes("--persistent")
 const relayType = value("relay", "parked")
+const storage = value("storage", "disk")
+const profiling = !argv.includes("--no-prof")
+if (!["disk", "memory", "journal"].includes(storage)) throw new Error(`--storage: disk, memory or journal, not ${storage}`)
+
+/** User and system CPU seconds of one process (Mailroom is one; clock ticks of 10 ms). */
+const userSystem = (pid) => {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ").pop().split(" ")
+    return { user: Number(f[11]) / 100, system: Number(f[12]) / 100 }
+  } catch {
+    return { user: NaN, system: NaN }
+  }
+}
 
 process.on("exit", killAllSync)
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mailroom-profile-"))
@@ -36,38 +56,68 @@ await new Promise((r) => park.listen(0, "127.0.0.1", r))
 const profileDir = path.join(tmp, "prof")
 try {
   const port = await freePort()
-  const sink = relayType === "static" ? await startSmtpSink({ port: await freePort(), dir: path.join(tmp, "sink") }) : undefined
+  const sink = relayType === "static"
+    ? await startSmtpSink({ port: await freePort(), dir: path.join(tmp, "sink"), label: "receiving smtp-sink", count: true })
+    : undefined
   const h = await startMailroom({
     host: "node",
     port,
     dir: path.join(tmp, "mailroom"),
     label: "Mailroom (Node)",
-    profileDir,
+    storage,
+    profileDir: profiling ? profileDir : undefined,
     relay: relayType === "blackhole"
       ? { type: "blackhole" }
       : relayType === "static"
       ? { type: "static", sinkPort: sink.port }
       : { type: "parked", parkPort: park.address().port }
   })
-  const drain = async () => {
-    if (relayType === "parked") return
-    for (const until = Date.now() + 120_000; !h.queueEmpty() && Date.now() < until;) await new Promise((r) => setTimeout(r, 20))
+  // messages sent so far (each has one recipient): what the sink must have received
+  let sent = 0
+  const empty = () => {
+    if (sink !== undefined && sink.received() < sent) return false
+    return storage === "disk" || sink === undefined ? h.queueEmpty() : true
   }
-  await smtpSource({ port, sessions, messages: Math.round(messages / 2), size, persistent })
+  const drain = async () => {
+    if (relayType === "parked") return true
+    for (const until = Date.now() + 120_000; Date.now() < until;) {
+      if (empty()) return true
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    console.error(`queue not empty after 120 s (sink received ${sink?.received() ?? "-"} of ${sent}; log ${JSON.stringify(h.logCounts())})`)
+    return false
+  }
+  const warm = await smtpSource({ port, sessions, messages: Math.round(messages / 2), size, persistent })
+  if (!warm.ok) console.error(`warm-up: ${warm.error}`)
+  sent += Math.round(messages / 2)
   await drain()
   const cpu0 = treeCpuSeconds(h.pid)
+  const split0 = userSystem(h.pid)
   const t0 = performance.now()
   const r = await smtpSource({ port, sessions, messages, size, persistent })
-  await drain()
+  sent += messages
+  const drained = await drain()
   r.ms = performance.now() - t0
   const cpu = treeCpuSeconds(h.pid) - cpu0
-  console.log(`${messages} messages in ${(r.ms / 1000).toFixed(2)} s: ${Math.round(messages / (r.ms / 1000))} msgs/s, server CPU ${Math.round((cpu * 1e6) / messages)} µs/msg${r.ok ? "" : ` (${r.error})`}`)
+  const split1 = userSystem(h.pid)
+  const perMsg = (s) => Math.round((s * 1e6) / messages)
+  console.log(
+    `${messages} messages (relay ${relayType}, storage ${storage}${profiling ? "" : ", no profiler"}) in ${(r.ms / 1000).toFixed(2)} s: ${
+      Math.round(messages / (r.ms / 1000))
+    } msgs/s, server CPU ${perMsg(cpu)} µs/msg (user ${perMsg(split1.user - split0.user)}, system ${perMsg(split1.system - split0.system)})${
+      r.ok ? "" : ` (${r.error})`
+    }${drained ? "" : " (queue not drained)"}`
+  )
   await h.stop()
 } finally {
   await stopAll()
   park.close()
 }
 
+if (!profiling) {
+  fs.rmSync(tmp, { recursive: true, force: true })
+  process.exit(0)
+}
 const file = fs.readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"))
 if (!file) {
   console.error("no .cpuprofile written (did the server exit cleanly?)")

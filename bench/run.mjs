@@ -144,10 +144,12 @@ const relayModeOf = (host) =>
       note: "relay/StaticRelay.ts is not in packages/protocol/src/relay yet: end to end measured with the Maildir relay (local delivery, fsynced) instead of SMTP to smtp-sink"
     })
 
+// Mailroom runs on its journal storage (queue.storage.type: journal), and once more on the
+// disk storage (the embedded default, shareable between processes) for comparison.
 const SPECS = {
-  "mailroom-node": { label: "Mailroom (Node)", mailroom: "node" },
-  "mailroom-deno": { label: "Mailroom (Deno)", mailroom: "deno" },
-  "mailroom-node-blackhole": { label: "Mailroom (Node), blackhole relay", mailroom: "node", relay: "blackhole" },
+  "mailroom-node": { label: "Mailroom (Node)", mailroom: "node", storage: "journal" },
+  "mailroom-deno": { label: "Mailroom (Deno)", mailroom: "deno", storage: "journal" },
+  "mailroom-node-disk": { label: "Mailroom (Node), disk storage", mailroom: "node", storage: "disk" },
   postfix: { label: "Postfix" },
   haraka: { label: "Haraka" },
   "smtp-server": { label: "smtp-server" },
@@ -165,7 +167,7 @@ const startServer = async (key, { dir, purpose, sinkPort, parkPort }) => {
       const mode = relayModeOf(host)
       if (mode.kind === "static") {
         try {
-          const h = await startMailroom({ host, port, dir, label: spec.label, relay: { type: "static", sinkPort } })
+          const h = await startMailroom({ host, port, dir, label: spec.label, storage: spec.storage, relay: { type: "static", sinkPort } })
           h.relayKind = "static"
           return h
         } catch (e) {
@@ -176,14 +178,13 @@ const startServer = async (key, { dir, purpose, sinkPort, parkPort }) => {
           fs.mkdirSync(dir, { recursive: true })
         }
       }
-      const h = await startMailroom({ host, port, dir, label: spec.label, relay: { type: "maildir" } })
+      const h = await startMailroom({ host, port, dir, label: spec.label, storage: spec.storage, relay: { type: "maildir" } })
       h.relayKind = "maildir"
       h.notes.push(mode.note)
       return h
     }
-    const relay = purpose === "idle" || spec.relay !== "blackhole" ? { type: "parked", parkPort } : { type: "blackhole" }
-    const h = await startMailroom({ host, port, dir, label: spec.label, relay })
-    if (spec.relay === "blackhole") h.settle = (ms) => waitUntil(h.queueEmpty, ms)
+    const h = await startMailroom({ host, port, dir, label: spec.label, storage: spec.storage, relay: { type: "parked", parkPort } })
+    h.configFile = path.join(dir, "mailroom.yaml")
     return h
   }
   switch (key) {
@@ -200,6 +201,12 @@ const startServer = async (key, { dir, purpose, sinkPort, parkPort }) => {
       return startSmtpSink({ port, dir, label: spec.label })
   }
   throw new Error(`unknown server ${key}`)
+}
+
+/** Messages in a stopped Mailroom's journal queue, counted with `mailroom queue list --json`. */
+const journalCount = (h) => {
+  const out = sh(nodeBin, [path.join(root, "packages", "node-adapter", "bin", "mailroom.mjs"), "queue", "list", "--json", "--config", h.configFile])
+  return out === undefined ? undefined : out.split("\n").filter((l) => l.trim() !== "").length
 }
 
 const waitUntil = async (pred, ms) => {
@@ -286,7 +293,7 @@ const SCENARIOS = [
     // smtp-server waits 100 ms before every greeting (its early-talker check), so it runs at under 200 msgs/s here
     messagesFor: { "smtp-server": 400 },
     warmupFor: { "smtp-server": 600 },
-    servers: ["mailroom-node", "mailroom-deno", "mailroom-node-blackhole", "postfix", "haraka", "smtp-server", "smtp-sink"]
+    servers: ["mailroom-node", "mailroom-deno", "mailroom-node-disk", "postfix", "haraka", "smtp-server", "smtp-sink"]
   },
   {
     id: "accept-5k-d",
@@ -343,7 +350,7 @@ const SCENARIOS = [
     messages: 800,
     warmup: 1500,
     estimateS: 90,
-    servers: ["mailroom-node", "mailroom-deno", "postfix", "smtp-sink"]
+    servers: ["mailroom-node", "mailroom-deno", "mailroom-node-disk", "postfix", "smtp-sink"]
   },
   {
     id: "idle",
@@ -397,8 +404,6 @@ const runSource = async (sc, park) => {
       drain = await waitUntil(h.queueEmpty, 120_000)
       ms += drain.ms
       if (!drain.ok) load.error = (load.error ? load.error + "; " : "") + "queue not empty after 120 s"
-    } else if (h.settle) {
-      drain = await h.settle(120_000)
     }
     const cpu = treeCpuSeconds(h.pid) - cpu0
     r.sent += load.ok ? Math.round(messages) : 0
@@ -428,10 +433,15 @@ const runSource = async (sc, park) => {
     }
   })
 
+  // the journal is read by its owner only: count it once the server has stopped
+  const storedOf = new Map()
+  for (const h of handles) if (sc.purpose === "accept") storedOf.set(h, h.stored())
+  await Promise.all(handles.map((h) => h.stop()))
+  for (const h of handles) if (sc.purpose === "accept" && h.storage === "journal") storedOf.set(h, journalCount(h))
   const rows = handles.map((h) => {
     const r = results.get(h)
     const ok = r.runs.filter((x) => x.ok)
-    const stored = sc.purpose === "accept" ? h.stored() : undefined
+    const stored = storedOf.get(h)
     const delivered = sc.purpose === "relay" && h.relayKind === "maildir" ? h.delivered() : undefined
     return {
       key: h.key,
@@ -445,13 +455,12 @@ const runSource = async (sc, park) => {
       cpuUsPerMessage: median(ok.map((x) => x.cpuUsPerMessage)),
       peakRssMb: peakRssMb(h),
       sent: r.sent,
-      stored: h.settle ? undefined : stored,
+      stored,
       delivered,
       relayKind: h.relayKind,
       deferred: h.deferred?.()
     }
   })
-  await Promise.all(handles.map((h) => h.stop()))
   if (sink) await sink.stop()
   return { ...sc, rows, skipped }
 }

@@ -18,7 +18,6 @@ const MAILROOM = "mailroom-node"
 const check = (sc, r) => {
   const parts = []
   if (r.stored !== undefined) parts.push(r.stored === r.sent ? `${fmt(r.stored)} of ${fmt(r.sent)} on disk` : `**${fmt(r.stored)} on disk, ${fmt(r.sent)} sent**`)
-  if (r.key === "mailroom-node-blackhole") parts.push("delivered and removed after each run")
   if (sc.purpose === "relay" && r.key !== "smtp-sink") {
     if (r.relayKind) parts.push(r.relayKind === "static" ? "delivered over SMTP to smtp-sink" : "**delivered into a Maildir** (see note)")
     parts.push(`accept phase ${fmt(r.acceptRate)} msgs/s`)

@@ -7,7 +7,9 @@
 //   { key, label, port, pid, notes, stored(), queueEmpty(), stop() }
 // `pid` is the process whose tree is measured (CPU, memory); `stored()`
 // counts the messages it holds durably (for the check that every accepted
-// message was written); `queueEmpty()` is for the relay scenario.
+// message was written; undefined where it cannot be counted from outside,
+// e.g. Mailroom's memory or journal storage); `queueEmpty()` is for the
+// relay scenario (Mailroom: its disk queue, or for other storages its log).
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -86,7 +88,25 @@ const relayYaml = (relay, dir) => {
   throw new Error(`unknown relay ${relay.type}`)
 }
 
-export const mailroomConfig = ({ port, dir, relay }) =>
+/**
+ * The queue storage section of Mailroom's config:
+ * - `disk` (the default): DiskStorage under DIR/queue, what the suite measures;
+ * - `memory`: no disk at all (isolates the CPU of the path from the disk);
+ * - `journal`: the append-only journal at DIR/queue.
+ */
+const storageYaml = (storage, dir) => {
+  switch (storage) {
+    case "disk":
+      return `{ type: disk, path: "${path.join(dir, "queue")}" }`
+    case "memory":
+      return "{ type: memory }"
+    case "journal":
+      return `{ type: journal, path: "${path.join(dir, "queue")}" }`
+  }
+  throw new Error(`unknown storage ${storage}`)
+}
+
+export const mailroomConfig = ({ port, dir, relay, storage = "disk" }) =>
   [
     "# written by bench/run.mjs",
     "hostname: bench.mailroom.test",
@@ -95,19 +115,66 @@ export const mailroomConfig = ({ port, dir, relay }) =>
     "    max_connections: 25000",
     "    max_connections_per_client: 25000",
     "queue:",
-    `  storage: { type: disk, path: "${path.join(dir, "queue")}" }`,
+    `  storage: ${storageYaml(storage, dir)}`,
     `relay: ${relayYaml(relay, dir)}`,
     ""
   ].join("\n")
 
 /**
+ * Follows Mailroom's log file (logfmt) and counts what the queue took and
+ * what it finished with: `event=message` lines whose id is not `-` (queued,
+ * one id per queued envelope) against `event=delivery` lines with
+ * `deferred=0` (every recipient delivered or bounced, so the message left
+ * the queue). Reads only what was appended since the last call. This is how
+ * "queue empty" is known for storages the runner cannot look into (memory,
+ * journal); it assumes no DSNs are queued (the bench's relays never bounce).
+ */
+const logCounter = (logFile) => {
+  let offset = 0
+  let rest = ""
+  let queued = 0
+  let finished = 0
+  const read = () => {
+    let fd
+    try {
+      fd = fs.openSync(logFile, "r")
+    } catch {
+      return
+    }
+    try {
+      const size = fs.fstatSync(fd).size
+      if (size <= offset) return
+      const buf = Buffer.alloc(size - offset)
+      const n = fs.readSync(fd, buf, 0, buf.length, offset)
+      offset += n
+      const lines = (rest + buf.toString("utf8", 0, n)).split("\n")
+      rest = lines.pop()
+      for (const line of lines) {
+        if (line.includes(" event=message ")) {
+          const id = / id=("[^"]*"|\S+)/.exec(line)?.[1]
+          if (id !== undefined && id !== "-") queued += id.split(",").length
+        } else if (line.includes(" event=delivery ") && line.includes(" deferred=0 ")) finished++
+      }
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+  return {
+    counts: () => {
+      read()
+      return { queued, finished }
+    }
+  }
+}
+
+/**
  * `mailroom serve` on Node (`host: "node"`) or Deno (`host: "deno"`).
  * `profileDir`: run Node with `--cpu-prof` into that directory.
  */
-export const startMailroom = async ({ host = "node", port, dir, relay, profileDir, label }) => {
+export const startMailroom = async ({ host = "node", port, dir, relay, profileDir, label, storage = "disk" }) => {
   fs.mkdirSync(dir, { recursive: true })
   const configFile = path.join(dir, "mailroom.yaml")
-  fs.writeFileSync(configFile, mailroomConfig({ port, dir, relay }))
+  fs.writeFileSync(configFile, mailroomConfig({ port, dir, relay, storage }))
   const logFile = path.join(dir, "mailroom.log")
   let child
   if (host === "node") {
@@ -120,16 +187,25 @@ export const startMailroom = async ({ host = "node", port, dir, relay, profileDi
     })
   }
   const queueDir = path.join(dir, "queue")
+  const fromLog = logCounter(logFile)
   const handle = {
     key: `mailroom-${host}`,
     label,
     port,
     pid: child.pid,
     logFile,
+    storage,
     notes: [],
-    stored: () => countFiles(path.join(queueDir, "meta"), (n) => n.endsWith(".json")),
+    // only the disk queue can be counted from outside; memory and journal: undefined
+    stored: () => storage === "disk" ? countFiles(path.join(queueDir, "meta"), (n) => n.endsWith(".json")) : undefined,
     delivered: () => countFiles(path.join(dir, "mail", "new")),
-    queueEmpty: () => countFiles(path.join(queueDir, "meta"), (n) => n.endsWith(".json")) === 0,
+    queueEmpty: () => {
+      if (storage === "disk") return countFiles(path.join(queueDir, "meta"), (n) => n.endsWith(".json")) === 0
+      const { queued, finished } = fromLog.counts()
+      return finished >= queued
+    },
+    /** Messages queued and messages that left the queue, from the log (any storage). */
+    logCounts: () => fromLog.counts(),
     stop: () => stopPid(child.pid, 10_000)
   }
   return started(handle, child, host === "node" ? 20_000 : 30_000)
@@ -318,11 +394,18 @@ export const startSmtpServer = async ({ port, dir, label = "smtp-server" }) => {
 
 // --- smtp-sink -----------------------------------------------------------------------
 
-/** Postfix's smtp-sink: accepts and discards (the ceiling of the SMTP dialogue here). */
-export const startSmtpSink = async ({ port, dir, label = "smtp-sink (ceiling)" }) => {
+/**
+ * Postfix's smtp-sink: accepts and discards (the ceiling of the SMTP dialogue here).
+ * `count: true` runs it with `-c` (a running counter written to its log at
+ * each end of message, QUIT and session), so `received()` tells how many
+ * messages it has taken so far; off by default, as the counter costs writes.
+ */
+export const startSmtpSink = async ({ port, dir, label = "smtp-sink (ceiling)", count = false }) => {
   fs.mkdirSync(dir, { recursive: true })
   const logFile = path.join(dir, "smtp-sink.log")
-  const child = spawnTracked(label, "/usr/sbin/smtp-sink", ["-u", "postfix", `127.0.0.1:${port}`, "1024"], { logFile })
+  const child = spawnTracked(label, "/usr/sbin/smtp-sink", [...(count ? ["-c"] : []), "-u", "postfix", `127.0.0.1:${port}`, "1024"], {
+    logFile
+  })
   const handle = {
     key: "smtp-sink",
     label,
@@ -331,6 +414,26 @@ export const startSmtpSink = async ({ port, dir, label = "smtp-sink (ceiling)" }
     logFile,
     notes: [],
     stored: () => undefined,
+    /** Messages received so far (with `count: true`; else undefined). */
+    received: () => {
+      if (!count) return undefined
+      let tail = ""
+      try {
+        const fd = fs.openSync(logFile, "r")
+        try {
+          const size = fs.fstatSync(fd).size
+          const buf = Buffer.alloc(Math.min(size, 256))
+          const n = fs.readSync(fd, buf, 0, buf.length, size - buf.length)
+          tail = buf.toString("latin1", 0, n)
+        } finally {
+          fs.closeSync(fd)
+        }
+      } catch {
+        return 0
+      }
+      const all = [...tail.matchAll(/mesg=(\d+)/g)]
+      return all.length > 0 ? Number(all.at(-1)[1]) : 0
+    },
     stop: () => stopPid(child.pid, 3000)
   }
   return started(handle, child, 10_000)
