@@ -269,7 +269,7 @@ const invalid = (operation: string, id: string | undefined, detail: string) =>
  * metadata operations once for every storage on top of `backend.update`.
  */
 export const make = (backend: Backend): Service => {
-  const write = Effect.fn("QueueStorage.write")(function*(envelope: Envelope.Envelope, options: { readonly nextAttemptAt: number }) {
+  const write = Effect.fnUntraced(function*(envelope: Envelope.Envelope, options: { readonly nextAttemptAt: number }) {
     if (envelope.id === "") return yield* invalid("write", undefined, "the envelope has no id (assign one with Envelope.newId)")
     if (!isValidId(envelope.id)) return yield* invalid("write", envelope.id, "the envelope id is not 1-128 of [0-9A-Za-z_-]")
     if (!isTime(options.nextAttemptAt)) return yield* invalid("write", envelope.id, `bad nextAttemptAt ${options.nextAttemptAt}`)
@@ -283,7 +283,7 @@ export const make = (backend: Backend): Service => {
   const update = <A>(id: string, operation: string, f: (meta: Meta) => Update<A>) =>
     Effect.andThen(checkId(operation, id), backend.update(id, operation, f))
 
-  const recordResults = Effect.fn("QueueStorage.recordResults")(function*(id: string, results: ReadonlyArray<RecipientResult>) {
+  const recordResults = Effect.fnUntraced(function*(id: string, results: ReadonlyArray<RecipientResult>) {
     for (const r of results) {
       if (!STATUSES.includes(r.status)) return yield* invalid("recordResults", id, `bad status ${String(r.status)}`)
       if (r.reply !== undefined && typeof r.reply !== "string") return yield* invalid("recordResults", id, "reply must be text")
@@ -304,7 +304,7 @@ export const make = (backend: Backend): Service => {
     })
   })
 
-  const reschedule = Effect.fn("QueueStorage.reschedule")(function*(
+  const reschedule = Effect.fnUntraced(function*(
     id: string,
     options: { readonly attempts: number; readonly nextAttemptAt: number; readonly delayWarned?: boolean | undefined }
   ) {
@@ -327,7 +327,7 @@ export const make = (backend: Backend): Service => {
       return Result.succeed([next, next] as const)
     })
 
-  const claim = Effect.fn("QueueStorage.claim")(function*(id: string, owner: string, now: number, leaseMs: number) {
+  const claim = Effect.fnUntraced(function*(id: string, owner: string, now: number, leaseMs: number) {
     if (owner === "") return yield* invalid("claim", id, "the owner is empty")
     if (!isTime(now)) return yield* invalid("claim", id, `bad time ${now}`)
     if (!Number.isSafeInteger(leaseMs) || leaseMs <= 0) return yield* invalid("claim", id, `bad lease time ${leaseMs}`)
