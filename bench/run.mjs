@@ -205,8 +205,9 @@ const startServer = async (key, { dir, purpose, sinkPort, parkPort }) => {
 
 /** Messages in a stopped Mailroom's journal queue, counted with `mailroom queue list --json`. */
 const journalCount = (h) => {
-  const out = sh(nodeBin, [path.join(root, "packages", "node-adapter", "bin", "mailroom.mjs"), "queue", "list", "--json", "--config", h.configFile])
-  return out === undefined ? undefined : out.split("\n").filter((l) => l.trim() !== "").length
+  const bin = path.join(root, "packages", "node-adapter", "bin", "mailroom.mjs")
+  const r = spawnSync(nodeBin, [bin, "queue", "list", "--json", "--config", h.configFile], { encoding: "utf8", timeout: 120_000, maxBuffer: 256 * 2 ** 20 })
+  return r.status === 0 ? r.stdout.split("\n").filter((l) => l.trim() !== "").length : undefined
 }
 
 const waitUntil = async (pred, ms) => {
@@ -435,7 +436,11 @@ const runSource = async (sc, park) => {
 
   // the journal is read by its owner only: count it once the server has stopped
   const storedOf = new Map()
-  for (const h of handles) if (sc.purpose === "accept") storedOf.set(h, h.stored())
+  const peakOf = new Map()
+  for (const h of handles) {
+    peakOf.set(h, peakRssMb(h))
+    if (sc.purpose === "accept") storedOf.set(h, h.stored())
+  }
   await Promise.all(handles.map((h) => h.stop()))
   for (const h of handles) if (sc.purpose === "accept" && h.storage === "journal") storedOf.set(h, journalCount(h))
   const rows = handles.map((h) => {
@@ -453,7 +458,7 @@ const runSource = async (sc, park) => {
       acceptRate: median(ok.map((x) => Math.round(x.messages / (x.acceptMs / 1000)))),
       msPerMessage: median(ok.map((x) => x.msPerMessage)),
       cpuUsPerMessage: median(ok.map((x) => x.cpuUsPerMessage)),
-      peakRssMb: peakRssMb(h),
+      peakRssMb: peakOf.get(h),
       sent: r.sent,
       stored,
       delivered,
