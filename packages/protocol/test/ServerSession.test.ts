@@ -243,6 +243,19 @@ describe("mail transaction", () => {
   })
 })
 
+describe("reply bytes", () => {
+  it("sends the exact reply of every message, constant and varying, past the bound of the encoding cache", () => {
+    const h = greeted(cfg(), (q) =>
+      q._tag === "Message" ? { _tag: "Delivered", replies: [Reply.queuedAs(`Q${h.questions.length}`)] } : defaultAnswer(q))
+    for (let i = 0; i < 600; i++) {
+      h.send("MAIL FROM:<a@a.test>\r\nRCPT TO:<b@b.test>\r\nDATA\r\n")
+      expect(h.take()).toBe("250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")
+      h.send("x\r\n.\r\n")
+      expect(h.take()).toBe(`250 2.6.0 Ok: queued as Q${h.questions.length}\r\n`)
+    }
+  })
+})
+
 describe("SMTP smuggling and bare newlines", () => {
   const variants = ["\n.\n", "\r.\r", "\r.\n", "\n.\r", "\r.\r\n", "\r\n.\r", "\r\n.\n", "\r\n\x00.\r\n", "\n.\r\n"]
   for (const policy of ["normalize", "reject"] as const) {

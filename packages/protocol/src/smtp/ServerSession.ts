@@ -154,6 +154,26 @@ export const protocolName = (state: State): string => {
 // read top to bottom; nothing escapes but the frozen result.
 // ---------------------------------------------------------------------------
 
+/**
+ * The bytes of reply text, cached: most replies are the same few constant
+ * strings (greeting, EHLO, 250 Ok, 354, 221), so each is encoded once. The
+ * cache is bounded (cleared when full: replies that vary, such as "queued as",
+ * only make it refill) and its bytes are shared, never to be mutated.
+ */
+const replyCache = new Map<string, Uint8Array>()
+const replyCacheMax = 256
+const replyBytes = (text: string): Uint8Array => {
+  let bytes = replyCache.get(text)
+  if (bytes === undefined) {
+    bytes = Bytes.fromString(text)
+    if (text.length <= 512) {
+      if (replyCache.size >= replyCacheMax) replyCache.clear()
+      replyCache.set(text, bytes)
+    }
+  }
+  return bytes
+}
+
 class Builder {
   state: State
   readonly now: number
@@ -178,7 +198,7 @@ class Builder {
   }
   private flush(): void {
     if (this.replies.length > 0) {
-      this.outputs.push({ _tag: "Send", bytes: Bytes.fromString(this.replies.join("")) })
+      this.outputs.push({ _tag: "Send", bytes: replyBytes(this.replies.length === 1 ? this.replies[0]! : this.replies.join("")) })
       this.replies = []
     }
   }
