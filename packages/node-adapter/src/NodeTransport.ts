@@ -189,6 +189,10 @@ const bind = (
     return Effect.sync(() => server.close())
   })
 
+/** An address that stands for every local address: the sockets of such a listener differ in their own end. */
+const isWildcard = (address: string): boolean =>
+  address === "" || address === "0.0.0.0" || address === "::" || address === "::ffff:0.0.0.0"
+
 const boundEndpoint = (server: net.Server, requested: Transport.Endpoint): Transport.Endpoint => {
   const a = server.address()
   if (requested._tag === "Unix" || a === null || typeof a === "string") return requested
@@ -264,10 +268,15 @@ export const makeListener = (options?: NodeTransportOptions): (typeof Transport.
       let pending = 0
       const maxPending = opts.maxPending ?? 512
 
+      /**
+       * A listener bound to one address (not a wildcard) accepts every connection on that address and
+       * port: its sockets' own end is known without a `getsockname` each. Set once bound.
+       */
+      let fixedLocal: Transport.Endpoint | undefined = undefined
       const runFork = yield* FiberSet.makeRuntime<never, void, never>()
       const onConnection = (sock: net.Socket) => {
         sock.on("error", noop)
-        const conn = new NodeConnection(sock, remoteOf(sock, unixPath), localOf(sock, unixPath), serverTls, settings)
+        const conn = new NodeConnection(sock, remoteOf(sock, unixPath), fixedLocal ?? localOf(sock, unixPath), serverTls, settings)
         if (proxy === undefined && !implicit) {
           conn.attach(sock)
           runFork(Effect.ensuring(guarded(conn), conn.finalize))
@@ -287,8 +296,10 @@ export const makeListener = (options?: NodeTransportOptions): (typeof Transport.
         // stop accepting; live connections are interrupted by the FiberSet afterwards
         (s) => Effect.sync(() => s.close())
       )
+      const endpoint = boundEndpoint(server, opts.endpoint)
+      if (endpoint._tag === "Inet" && !isWildcard(endpoint.address)) fixedLocal = endpoint
       const bound: Transport.BoundListener = {
-        endpoint: boundEndpoint(server, opts.endpoint),
+        endpoint,
         setTls: (config) =>
           Effect.map(compileTls(config), (c) => {
             serverTls.current = c

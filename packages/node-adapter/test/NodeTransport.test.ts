@@ -222,6 +222,24 @@ describe("NodeTransport listener: plain TCP and Unix sockets", () => {
     }))
   })
 
+  it("reports each connection's own address on a wildcard listener, and the bound one on a specific listener", async () => {
+    const seen: Array<Transport.Connection> = []
+    await run(Effect.gen(function*() {
+      const any = yield* listen({ endpoint: { _tag: "Inet", address: "0.0.0.0", port: 0 } }, (c) => (seen.push(c), echo(c)))
+      const port = portOf(any.endpoint)
+      const client = yield* promise(() => tcp({ _tag: "Inet", address: "127.0.0.1", port }))
+      client.write("any\r\n")
+      yield* promise(() => client.waitFor("any\r\n"))
+      expect(seen[0]!.local).toEqual({ _tag: "Inet", address: "127.0.0.1", port })
+      const one = yield* listen({ endpoint: loopback }, (c) => (seen.push(c), echo(c)))
+      const second = yield* promise(() => tcp(one.endpoint))
+      second.write("one\r\n")
+      yield* promise(() => second.waitFor("one\r\n"))
+      expect(seen[1]!.local).toEqual({ _tag: "Inet", address: "127.0.0.1", port: portOf(one.endpoint) })
+      expect(seen[1]!.remote).toEqual({ _tag: "Inet", address: "127.0.0.1", port: second.sock.localPort })
+    }))
+  })
+
   it("listens on a Unix socket, replacing a stale socket file and refusing a live or foreign one", async () => {
     const dir = tempDir()
     try {
