@@ -192,6 +192,17 @@ describe("Headers reading", () => {
 describe("Headers.prepend and append", () => {
   const original = b("Subject: hi\r\nDKIM-Signature: v=1;\r\n\tb=abc\r\n\r\nbody\r\n")
 
+  it("prepends ASCII and non-ASCII (UTF-8) fields alike, before a message that starts with a space or not", () => {
+    for (const value of ["plain", "caf\u00e9 \u{1F600} \u4e2d"]) {
+      const field = new TextEncoder().encode(`X-V: ${value}\r\n`)
+      const out = Headers.prepend(original, "X-V", value)
+      expect(Array.from(out)).toEqual([...field, ...original])
+      const folded = b(" starts with a space\r\n\r\nbody\r\n")
+      expect(Array.from(Headers.prepend(folded, "X-V", value))).toEqual([...field, 0x0d, 0x0a, ...folded])
+    }
+    expect(s(Headers.prepend(Bytes.empty, "X-V", "v"))).toBe("X-V: v\r\n")
+  })
+
   it("prepends one field and keeps every existing byte identical", () => {
     const out = Headers.prepend(original, "X-Spam-Status", "NO")
     expect(s(out)).toBe("X-Spam-Status: NO\r\n" + s(original))

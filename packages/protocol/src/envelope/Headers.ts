@@ -29,6 +29,7 @@ const SP = 0x20
 const HT = 0x09
 const COLON = 0x3a
 const CRLF = Bytes.fromString("\r\n")
+const encoder = new TextEncoder()
 
 // ---------------------------------------------------------------------------
 // The header block
@@ -281,9 +282,20 @@ export const formatField = (name: string, value: string): string => {
  * is inserted after the field (as Postfix does): that content becomes body.
  */
 export const prepend = (message: Uint8Array, name: string, value: string): Uint8Array => {
-  const field = Bytes.fromString(formatField(name, value))
+  const text = formatField(name, value)
   const first = message[0]
-  return first === SP || first === HT ? Bytes.concat([field, CRLF, message]) : Bytes.concat([field, message])
+  const gap = first === SP || first === HT ? CRLF.length : 0
+  // One copy: an ASCII field (the usual case) is encoded straight into the result.
+  const out = new Uint8Array(text.length + gap + message.length)
+  const done = encoder.encodeInto(text, out.subarray(0, text.length))
+  // every UTF-16 unit read into as many bytes: all of them were ASCII
+  if (done.read !== text.length || done.written !== text.length) {
+    const field = Bytes.fromString(text)
+    return gap > 0 ? Bytes.concat([field, CRLF, message]) : Bytes.concat([field, message])
+  }
+  if (gap > 0) out.set(CRLF, text.length)
+  out.set(message, text.length + gap)
+  return out
 }
 
 /**
