@@ -26,7 +26,6 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Result from "effect/Result"
 import * as Scope from "effect/Scope"
 import type * as Envelope from "@mailroom/protocol/envelope/Envelope"
@@ -34,6 +33,7 @@ import * as DiskLayout from "@mailroom/protocol/queue/DiskLayout"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 import type * as Config from "@mailroom/protocol/config/Config"
 import * as Cli from "@mailroom/node/cli/Cli"
+import * as ScopedQueue from "@mailroom/node/cli/ScopedQueue"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -85,23 +85,15 @@ const openKv = (file: string): Effect.Effect<Cli.QueueHandle, QueueStorage.Stora
     }
     const DenoKvStorage = yield* Effect.promise(() => import("./DenoKvStorage.ts"))
     const storage = yield* DenoKvStorage.make({ path }).pipe(Scope.provide(Effect.runSync(Scope.make())))
-    const envelope = (id: string): Effect.Effect<Envelope.Envelope, QueueStorage.StorageError> =>
-      QueueStorage.isValidId(id)
-        ? Effect.map(storage.read(id), (stored) => ({ ...stored.envelope, message: new Uint8Array(0) }))
-        : Effect.fail(QueueStorage.error("NotFound", "envelope", id, "not a valid message id"))
-    return { location: path, storage, envelope }
+    return { location: path, storage, envelope: ScopedQueue.storageEnvelope(storage) }
   })
-
-/** The scopes of the journals this command opened, closed by `closeQueues`. */
-const openScopes: Array<Scope.Closeable> = []
 
 /**
  * Closes the queues the commands opened (a journal writes its pending
  * leases and gives its ownership back). `main` calls it before the process
  * exits; an embedder that runs `Cli.run` with `io` calls it after.
  */
-export const closeQueues = (): Promise<void> =>
-  Effect.runPromise(Effect.forEach(openScopes.splice(0), (scope) => Scope.close(scope, Exit.void), { discard: true }))
+export const closeQueues: () => Promise<void> = ScopedQueue.closeAll
 
 /**
  * Opens an existing journal queue (never creates one) for this command, until
@@ -118,18 +110,7 @@ const openJournal = (directory: string): Effect.Effect<Cli.QueueHandle, QueueSto
     const layout = yield* Effect.promise(() => Deno.stat(`${dir}/layout.json`).then(() => true, () => false))
     if (!layout) return yield* Effect.fail(missing("it has no layout.json (a server creates it on its first start)"))
     const DenoJournal = yield* Effect.promise(() => import("./DenoJournal.ts"))
-    const scope = yield* Scope.make()
-    const storage = yield* DenoJournal.make({ directory: dir }).pipe(
-      Scope.provide(scope),
-      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause))),
-      Effect.mapError((e) => QueueStorage.error(e.reason, e.operation, e.id, `queue.storage: ${e.detail}`, e))
-    )
-    openScopes.push(scope)
-    const envelope = (id: string): Effect.Effect<Envelope.Envelope, QueueStorage.StorageError> =>
-      QueueStorage.isValidId(id)
-        ? Effect.map(storage.read(id), (stored) => ({ ...stored.envelope, message: new Uint8Array(0) }))
-        : Effect.fail(QueueStorage.error("NotFound", "envelope", id, "not a valid message id"))
-    return { location: dir, storage, envelope }
+    return yield* ScopedQueue.open(dir, DenoJournal.make({ directory: dir }))
   })
 
 const openQueue = (settings: Config.StorageSettings): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> => {

@@ -18,14 +18,13 @@ import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Result from "effect/Result"
-import * as Scope from "effect/Scope"
 import type * as Config from "@mailroom/protocol/config/Config"
 import type * as Envelope from "@mailroom/protocol/envelope/Envelope"
 import * as DiskLayout from "@mailroom/protocol/queue/DiskLayout"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 import * as Cli from "./Cli.ts"
+import * as ScopedQueue from "./ScopedQueue.ts"
 
 /**
  * Opens an existing disk queue (never creates one: a mistyped `--config`
@@ -60,17 +59,10 @@ const openDisk = (directory: string): Effect.Effect<Cli.QueueHandle, QueueStorag
     return { location: dir, storage, envelope }
   })
 
-/** The scopes of the journals this command opened, closed by `closeQueues` before the process exits. */
-const openScopes: Array<Scope.Closeable> = []
-
-/** Closes the queues the commands opened (a journal writes its pending leases and gives its ownership back). */
-const closeQueues = (): Promise<void> =>
-  Effect.runPromise(Effect.forEach(openScopes.splice(0), (scope) => Scope.close(scope, Exit.void), { discard: true }))
-
 /**
- * Opens an existing journal queue (never creates one) until `closeQueues`.
- * Fails with the journal's `Io` error naming the owner's pid while a server
- * owns it, prefixed with the config key.
+ * Opens an existing journal queue (never creates one) until
+ * `ScopedQueue.closeAll`. Fails with the journal's `Io` error naming the
+ * owner's pid while a server owns it.
  */
 const openJournal = (directory: string): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> =>
   Effect.gen(function*() {
@@ -82,18 +74,7 @@ const openJournal = (directory: string): Effect.Effect<Cli.QueueHandle, QueueSto
     const layout = yield* Effect.promise(() => fs.access(path.join(dir, "layout.json")).then(() => true, () => false))
     if (!layout) return yield* Effect.fail(missing("it has no layout.json (a server creates it on its first start)"))
     const JournalStorage = yield* Effect.promise(() => import("../JournalStorage.ts"))
-    const scope = yield* Scope.make()
-    const storage = yield* JournalStorage.make({ directory: dir }).pipe(
-      Scope.provide(scope),
-      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause))),
-      Effect.mapError((e) => QueueStorage.error(e.reason, e.operation, e.id, `queue.storage: ${e.detail}`, e))
-    )
-    openScopes.push(scope)
-    const envelope = (id: string): Effect.Effect<Envelope.Envelope, QueueStorage.StorageError> =>
-      QueueStorage.isValidId(id)
-        ? Effect.map(storage.read(id), (stored) => ({ ...stored.envelope, message: new Uint8Array(0) }))
-        : Effect.fail(QueueStorage.error("NotFound", "envelope", id, "not a valid message id"))
-    return { location: dir, storage, envelope }
+    return yield* ScopedQueue.open(dir, JournalStorage.make({ directory: dir }))
   })
 
 const openQueue = (settings: Config.StorageSettings): Effect.Effect<Cli.QueueHandle, QueueStorage.StorageError> => {
@@ -160,11 +141,11 @@ process.stdout.on("error", (e: NodeJS.ErrnoException) => {
 
 Cli.run(process.argv.slice(2), io).then(
   async (code) => {
-    await closeQueues()
+    await ScopedQueue.closeAll()
     process.exitCode = code
   },
   async (e: unknown) => {
-    await closeQueues().catch(() => undefined)
+    await ScopedQueue.closeAll().catch(() => undefined)
     process.stderr.write(`mailroom: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     process.exitCode = 1
   }
