@@ -43,6 +43,7 @@
 import * as SaslClient from "../auth/Client.ts"
 import * as Sasl from "../auth/Sasl.ts"
 import type * as Transport from "../edge/Transport.ts"
+import * as BodyShape from "../wire/BodyShape.ts"
 import * as Bytes from "../wire/Bytes.ts"
 import * as DataEncoder from "../wire/DataEncoder.ts"
 import * as ReplyDecoder from "../wire/ReplyDecoder.ts"
@@ -710,7 +711,7 @@ const prepare = (s: State, m: Message): Prepared => {
   if (valid.length === 0) return { _tag: "Refused", result: local(s, m, statuses) }
   const binary = m.body === "BINARYMIME"
   const utf8 = m.smtputf8 === true || (sender !== null && !Address.isAscii(sender)) || valid.some((v) => !Address.isAscii(v.mailbox))
-  const shape = binary ? undefined : bodyShape(m.data)
+  const shape = binary ? undefined : BodyShape.of(m.data)
   const eightBit = shape !== undefined && shape.eightBit
   if (binary && !(Extensions.has(ext, "CHUNKING") && Extensions.has(ext, "BINARYMIME"))) {
     return refuse(Reply.make(554, "5.6.1", `Message needs BINARYMIME and CHUNKING, which ${name} does not offer`))
@@ -845,14 +846,16 @@ const withStatus = (t: Transaction, index: number, status: RecipientStatus): Tra
   return { ...t, statuses }
 }
 
+const DOT_CRLF = new Uint8Array([Bytes.DOT, Bytes.CR, Bytes.LF])
+
 /** Writes the body (after the 354, or as one BDAT LAST) and expects the final replies. */
 const sendBody = (b: Builder, t: Transaction): Transaction => {
   const data = t.message.data
   if (t.chunking) {
-    const payload = t.binary || bodyShape(data).canonical ? data : canonicalBytes(data)
+    const payload = t.binary || BodyShape.of(data).canonical ? data : BodyShape.canonical(data)
     b.write(`${Command.print({ _tag: "Bdat", size: payload.length, last: true })}\r\n`)
     b.writeBytes(payload)
-  } else if (bodyShape(data).clean) {
+  } else if (BodyShape.of(data).clean) {
     // nothing to stuff or convert: the message as it is, then the terminator
     b.writeBytes(data)
     b.writeBytes(DOT_CRLF)
@@ -898,128 +901,3 @@ const local = (s: State, m: Message, statuses: ReadonlyArray<RecipientStatus>): 
 /** A message that was never started: every recipient transient with `reply`. */
 const unsent = (s: State, m: Message, reply: Reply.Reply): Result =>
   local(s, m, m.recipients.map(() => ({ _tag: "Done", outcome: "transient", reply })))
-
-// ---------------------------------------------------------------------------
-// Body helpers
-// ---------------------------------------------------------------------------
-
-const DOT_CRLF = new Uint8Array([Bytes.DOT, Bytes.CR, Bytes.LF])
-
-/** What sending a text message takes, from one pass over its bytes. */
-interface BodyShape {
-  /** A byte is 0x80 or above. */
-  readonly eightBit: boolean
-  /** The RFC 1870 SIZE: the message with every line end CRLF and a final CRLF. */
-  readonly size: number
-  /** Every line end is CRLF and it ends with one (or is empty): it is its own canonical form. */
-  readonly canonical: boolean
-  /** Canonical, and no line starts with ".": the DATA payload is the message plus `.\r\n`. */
-  readonly clean: boolean
-}
-
-/** Shapes already computed, per message bytes (`prepare` and `sendBody` look at the same bytes). */
-const shapes = new WeakMap<Uint8Array, BodyShape>()
-
-const ONES = 0x01010101
-const HIGH = 0x80808080
-const LFS = 0x0a0a0a0a
-const CRS = 0x0d0d0d0d
-
-/**
- * The shape of a message, in one pass that reads four bytes at a time: a
- * word is looked at byte by byte only when it holds a CR or an LF (the
- * "has a zero byte" test on the word XOR the repeated CR or LF), so a
- * message costs about a quarter of a loop over every byte. The rare message
- * with a bare CR or LF is sized by `canonical`.
- */
-const bodyShape = (data: Uint8Array): BodyShape => {
-  const known = shapes.get(data)
-  if (known !== undefined) return known
-  const n = data.length
-  let crlf = true
-  let stuffed = n > 0 && data[0] === Bytes.DOT
-  let high = 0
-  /** Checks the line ends among bytes [from, to). */
-  const ends = (from: number, to: number): void => {
-    for (let i = from; i < to; i++) {
-      const c = data[i]!
-      if (c === Bytes.LF) {
-        if (i === 0 || data[i - 1] !== Bytes.CR) crlf = false
-        else if (data[i + 1] === Bytes.DOT) stuffed = true
-      } else if (c === Bytes.CR && data[i + 1] !== Bytes.LF) crlf = false
-    }
-  }
-  const head = Math.min(n, (4 - (data.byteOffset & 3)) & 3)
-  for (let i = 0; i < head; i++) high |= data[i]!
-  ends(0, head)
-  const words = (n - head) >>> 2
-  if (words > 0) {
-    const w = new Uint32Array(data.buffer, data.byteOffset + head, words)
-    for (let k = 0; k < words; k++) {
-      const x = w[k]!
-      high |= x
-      const lf = x ^ LFS
-      const cr = x ^ CRS
-      if ((((lf - ONES) & ~lf) | ((cr - ONES) & ~cr)) & HIGH) ends(head + (k << 2), head + (k << 2) + 4)
-    }
-  }
-  const tail = head + (words << 2)
-  for (let i = tail; i < n; i++) high |= data[i]!
-  ends(tail, n)
-  const endsWithCrlf = n === 0 || (n >= 2 && data[n - 1] === Bytes.LF && data[n - 2] === Bytes.CR)
-  const canonicalForm = crlf && endsWithCrlf
-  const shape: BodyShape = {
-    eightBit: (high & HIGH) !== 0,
-    size: canonicalForm ? n : crlf ? n + 2 : canonical(data, undefined),
-    canonical: canonicalForm,
-    clean: canonicalForm && !stuffed
-  }
-  shapes.set(data, shape)
-  return shape
-}
-
-/**
- * The message with every line end CRLF (a bare CR or LF becomes CRLF) and a
- * final CRLF: writes it into `out` when given, returns its length. This is
- * the RFC 1870 SIZE of a text message (no dot-stuffing) and the BDAT payload.
- */
-const canonical = (data: Uint8Array, out: Uint8Array | undefined): number => {
-  let o = 0
-  let afterCr = false
-  let lineStart = true
-  for (let i = 0; i < data.length; i++) {
-    const c = data[i]!
-    if (c === Bytes.LF && afterCr) {
-      afterCr = false
-      continue
-    }
-    if (c === Bytes.LF || c === Bytes.CR) {
-      if (out) {
-        out[o] = Bytes.CR
-        out[o + 1] = Bytes.LF
-      }
-      o += 2
-      afterCr = c === Bytes.CR
-      lineStart = true
-    } else {
-      if (out) out[o] = c
-      o++
-      afterCr = false
-      lineStart = false
-    }
-  }
-  if (!lineStart) {
-    if (out) {
-      out[o] = Bytes.CR
-      out[o + 1] = Bytes.LF
-    }
-    o += 2
-  }
-  return o
-}
-
-const canonicalBytes = (data: Uint8Array): Uint8Array => {
-  const out = new Uint8Array(canonical(data, undefined))
-  canonical(data, out)
-  return out
-}
