@@ -20,6 +20,7 @@ import * as Assert from "../../../test/scenarios/Assert.ts"
 import { fullEnvelope, queueStorageScenarios, simpleEnvelope } from "../../../test/scenarios/QueueStorageScenarios.ts"
 import * as DenoDisk from "../src/DenoDisk.ts"
 import * as DenoJournal from "../src/DenoJournal.ts"
+import { freePort, swaks, waitFor, waitForListener } from "./DenoServeSupport.ts"
 import { register } from "./DenoScenarios.ts"
 
 const base = await Deno.makeTempDir({ prefix: "mailroom-deno-journal-" })
@@ -365,23 +366,6 @@ test("DenoJournal: every acknowledged write and update survives kill -9 of a Den
 
 // --- the Deno host ---------------------------------------------------------------------------
 
-const freePort = (): number => {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 })
-  const port = l.addr.port
-  l.close()
-  return port
-}
-
-const waitFor = async <A>(what: string, f: () => Promise<A | undefined>, ms = 15_000): Promise<A> => {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await f()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 const mailroom = async (cwd: string, args: ReadonlyArray<string>) => {
   const out = await new Deno.Command(Deno.execPath(), { args: ["run", "--allow-all", "--no-check", main, ...args], cwd, stdout: "piped", stderr: "piped" })
     .output()
@@ -425,25 +409,14 @@ test("mailroom serve on Deno with queue.storage.type: journal: swaks → journal
   const errText = new Response(server.stderr).text()
   let id: string
   try {
-    await waitFor("the listener", async () => {
-      try {
-        ;(await Deno.connect({ hostname: "127.0.0.1", port })).close()
-        return true
-      } catch {
-        return undefined
-      }
-    })
-    const swaks = await new Deno.Command("swaks", {
-      args: [
-        "--server", `127.0.0.1:${port}`, "--ehlo", "client.example",
-        "--from", "alice@example.org", "--to", "bob@example.test",
-        "--header", "Subject: journaled by Deno", "--body", "caf\u00e9 in the journal"
-      ],
-      stdout: "piped",
-      stderr: "piped"
-    }).output()
-    const transcript = decoder.decode(swaks.stdout)
-    Assert.equal(swaks.code, 0, `swaks: ${transcript}${decoder.decode(swaks.stderr)}`)
+    await waitForListener(port)
+    const sent = await swaks([
+      "--server", `127.0.0.1:${port}`, "--ehlo", "client.example",
+      "--from", "alice@example.org", "--to", "bob@example.test",
+      "--header", "Subject: journaled by Deno", "--body", "caf\u00e9 in the journal"
+    ])
+    const transcript = sent.transcript
+    Assert.equal(sent.code, 0, `swaks: ${transcript}${sent.stderr}`)
     id = /<-  250 2\.6\.0 Ok: queued as ([0-9a-z]+)/.exec(transcript)?.[1] ?? ""
     Assert.ok(id !== "", transcript)
     Assert.equal(await Deno.readTextFile(`${journal}/owner.lock`), `${server.pid}\n`)

@@ -6,15 +6,9 @@ import * as Effect from "effect/Effect"
 import * as NetAddress from "effect/net/NetAddress"
 import * as Assert from "../../../test/scenarios/Assert.ts"
 import * as DenoDns from "../src/DenoDns.ts"
+import { freePort } from "./DenoServeSupport.ts"
 
 const DNSMASQ = Deno.env.get("DNSMASQ_BIN") ?? "/usr/sbin/dnsmasq"
-
-const freePort = (): number => {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 })
-  const port = l.addr.port
-  l.close()
-  return port
-}
 
 const startDnsmasq = async () => {
   const port = freePort()

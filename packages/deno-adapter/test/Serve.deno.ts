@@ -28,17 +28,11 @@ import * as NetAddress from "effect/net/NetAddress"
 import * as DenoTransport from "../src/DenoTransport.ts"
 import * as DenoServe from "../src/serve.ts"
 import * as Assert from "../../../test/scenarios/Assert.ts"
+import { freePort, swaks, waitFor, waitForListener } from "./DenoServeSupport.ts"
 
 const main = new URL("../src/main.ts", import.meta.url).pathname
 const root = new URL("../../../", import.meta.url).pathname
 const decoder = new TextDecoder()
-
-const freePort = (): number => {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 })
-  const port = l.addr.port
-  l.close()
-  return port
-}
 
 const files = async (dir: string): Promise<Array<string>> => {
   const out: Array<string> = []
@@ -50,16 +44,6 @@ const files = async (dir: string): Promise<Array<string>> => {
   }
   await walk(dir).catch(() => undefined)
   return out
-}
-
-const waitFor = async <A>(what: string, f: () => Promise<A | undefined>, ms = 15_000): Promise<A> => {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const v = await f()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 Deno.test({
@@ -95,26 +79,14 @@ Deno.test({
       })()
       const errText = new Response(server.stderr).text()
       try {
-        await waitFor("the listener", async () => {
-          try {
-            const c = await Deno.connect({ hostname: "127.0.0.1", port })
-            c.close()
-            return true
-          } catch {
-            return undefined
-          }
-        })
-        const swaks = await new Deno.Command("swaks", {
-          args: [
-            "--server", `127.0.0.1:${port}`, "--ehlo", "client.example",
-            "--from", "alice@example.org", "--to", "bob@example.test",
-            "--header", "Subject: served by Deno", "--body", "caf\u00e9 from swaks"
-          ],
-          stdout: "piped",
-          stderr: "piped"
-        }).output()
-        const transcript = decoder.decode(swaks.stdout)
-        Assert.equal(swaks.code, 0, `swaks: ${transcript}${decoder.decode(swaks.stderr)}`)
+        await waitForListener(port)
+        const sent = await swaks([
+          "--server", `127.0.0.1:${port}`, "--ehlo", "client.example",
+          "--from", "alice@example.org", "--to", "bob@example.test",
+          "--header", "Subject: served by Deno", "--body", "caf\u00e9 from swaks"
+        ])
+        const transcript = sent.transcript
+        Assert.equal(sent.code, 0, `swaks: ${transcript}${sent.stderr}`)
         Assert.match(transcript, /<-  250 2\.6\.0 Ok: queued as [0-9a-z]+/)
         const delivered = await waitFor("the Maildir delivery", async () => {
           const all = await files(`${dir}/mail`)
@@ -130,12 +102,8 @@ Deno.test({
         // the queue is empty again once delivered
         await waitFor("an empty queue", async () => ((await files(`${dir}/queue/meta`)).length === 0 ? true : undefined))
         // an open relay is refused: bob@elsewhere.example is not local
-        const refused = await new Deno.Command("swaks", {
-          args: ["--server", `127.0.0.1:${port}`, "--from", "alice@example.org", "--to", "bob@elsewhere.example", "--quit-after", "RCPT"],
-          stdout: "piped",
-          stderr: "piped"
-        }).output()
-        Assert.match(decoder.decode(refused.stdout), /<\*\* 550 5\.7\.1 /)
+        const refused = await swaks(["--server", `127.0.0.1:${port}`, "--from", "alice@example.org", "--to", "bob@elsewhere.example", "--quit-after", "RCPT"])
+        Assert.match(refused.transcript, /<\*\* 550 5\.7\.1 /)
       } finally {
         server.kill("SIGTERM")
       }
@@ -258,17 +226,13 @@ Deno.test({
         }
 
         // one message, three recipients: delivered, deferred then delivered on the retry (only it), refused → DSN
-        const swaks = await new Deno.Command("swaks", {
-          args: [
-            "--server", `127.0.0.1:${smtpPort}`, "--ehlo", "client.example",
-            "--from", "alice@sender.example", "--to", "ok@dest.example,later@dest.example,no@dest.example",
-            "--header", "Subject: mixed results", "--body", "one of each"
-          ],
-          stdout: "piped",
-          stderr: "piped"
-        }).output()
-        const transcript = decoder.decode(swaks.stdout)
-        Assert.equal(swaks.code, 0, `swaks: ${transcript}${decoder.decode(swaks.stderr)}`)
+        const sent = await swaks([
+          "--server", `127.0.0.1:${smtpPort}`, "--ehlo", "client.example",
+          "--from", "alice@sender.example", "--to", "ok@dest.example,later@dest.example,no@dest.example",
+          "--header", "Subject: mixed results", "--body", "one of each"
+        ])
+        const transcript = sent.transcript
+        Assert.equal(sent.code, 0, `swaks: ${transcript}${sent.stderr}`)
         Assert.match(transcript, /<-  250 2\.6\.0 Ok: queued as /)
         const received = await waitFor("the retry and the DSN", async () => {
           const got = await downstream.received()
@@ -331,12 +295,8 @@ Deno.test({
         Assert.equal(refused.headers.get("allow"), "POST")
 
         // the sender deny rule of the SMTP listener
-        const denied = await new Deno.Command("swaks", {
-          args: ["--server", `127.0.0.1:${smtpPort}`, "--from", "x@spammer.example", "--to", "ok@dest.example", "--quit-after", "MAIL"],
-          stdout: "piped",
-          stderr: "piped"
-        }).output()
-        Assert.match(decoder.decode(denied.stdout), /<\*\* 550 5\.7\.1 Sender <x@spammer\.example> not allowed/)
+        const denied = await swaks(["--server", `127.0.0.1:${smtpPort}`, "--from", "x@spammer.example", "--to", "ok@dest.example", "--quit-after", "MAIL"])
+        Assert.match(denied.transcript, /<\*\* 550 5\.7\.1 Sender <x@spammer\.example> not allowed/)
       } finally {
         server.kill("SIGTERM")
       }
