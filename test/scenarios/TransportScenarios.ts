@@ -89,6 +89,22 @@ while True:
 sys.stdout.write(data.decode("latin-1"))
 `
 
+/** Sends QUIT, reads to end of stream, then closes with SO_LINGER 0 (a reset, as smtp-source does). */
+const RESETTING_QUIT_CLIENT = `
+import socket, struct, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(b"QUIT\\r\\n")
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+sys.stdout.write(data.decode("latin-1"))
+`
+
 /** The transport scenarios over `env`'s Listener and Connector. */
 export const transportScenarios = (env: Env): ScenarioSuite => {
   const run = <A, E>(program: Effect.Effect<A, E, Services | Scope.Scope>, layer = env.transport()): Promise<A> =>
@@ -219,6 +235,60 @@ export const transportScenarios = (env: Env): ScenarioSuite => {
       Assert.equal(parts.reduce((n, p) => n + p.length, 0), big.length)
     }))
     Assert.equal(late, "Closed")
+  })
+
+  test("closeAfterQuit: the peer gets the last reply and end of stream, then may reset (python3, SO_LINGER 0)", async () => {
+    let late: string | undefined
+    await run(Effect.gen(function*() {
+      const bound = yield* listen({ endpoint: loopback }, (conn) =>
+        Effect.gen(function*() {
+          Assert.equal(yield* readUntil(conn, "\r\n"), "QUIT\r\n")
+          yield* conn.write(bytes("221 2.0.0 Bye\r\n"))
+          yield* conn.closeAfterQuit
+          yield* conn.closeAfterQuit
+          late = (yield* Effect.flip(conn.write(bytes("late")))).reason
+        }).pipe(Effect.catch(() => Effect.void)))
+      const out = yield* promise(() => Programs.python(env, RESETTING_QUIT_CLIENT, ["127.0.0.1", String(portOf(bound.endpoint))]))
+      Assert.equal(out.stderr, "")
+      Assert.equal(out.stdout, "221 2.0.0 Bye\r\n")
+    }))
+    Assert.equal(late, "Closed")
+  })
+
+  test("closeAfterQuit with bytes still queued: all of a large reply arrives before the end", async () => {
+    const big = new Uint8Array(4 * 1024 * 1024).fill(0x62)
+    await run(Effect.gen(function*() {
+      const bound = yield* listen({ endpoint: loopback }, (conn) =>
+        Effect.gen(function*() {
+          yield* conn.write(big)
+          yield* conn.closeAfterQuit
+        }).pipe(Effect.catch(() => Effect.void)))
+      const client = yield* connect({ endpoint: bound.endpoint })
+      const parts = yield* readAll(client)
+      Assert.equal(parts.reduce((n, p) => n + p.length, 0), big.length)
+    }))
+  })
+
+  test("closeAfterQuit over TLS ends the stream cleanly (close_notify), after the last reply", async () => {
+    let reply: string | undefined
+    await run(Effect.gen(function*() {
+      const bound = yield* listen({ endpoint: loopback, tls: { default: certs.mail } }, (conn) =>
+        Effect.gen(function*() {
+          yield* readUntil(conn, "STARTTLS\r\n")
+          yield* conn.write(bytes("220 2.0.0 Ready to start TLS\r\n"))
+          yield* conn.startTls()
+          yield* readUntil(conn, "QUIT\r\n")
+          yield* conn.write(bytes("221 2.0.0 Bye\r\n"))
+          yield* conn.closeAfterQuit
+        }).pipe(Effect.catch(() => Effect.void)))
+      const client = yield* connect({ endpoint: bound.endpoint })
+      yield* client.write(bytes("STARTTLS\r\n"))
+      yield* readUntil(client, "TLS\r\n")
+      yield* client.startTls({ servername: "mail.test", ca: [certs.ca] })
+      yield* client.write(bytes("QUIT\r\n"))
+      reply = text(yield* readAll(client))
+    }))
+    Assert.equal(reply, "221 2.0.0 Bye\r\n")
   })
 
   test("the handler's end destroys the connection; closing the scope stops accepting", async () => {

@@ -446,6 +446,10 @@ export class DenoConnection implements Transport.Connection, Deadlines.Waiter {
     return Effect.suspend(() => this.gracefulClose())
   }
 
+  get closeAfterQuit(): Effect.Effect<void> {
+    return Effect.suspend(() => this.quitClose())
+  }
+
   get destroy(): Effect.Effect<void> {
     return Effect.sync(() => this.hardClose())
   }
@@ -669,6 +673,26 @@ export class DenoConnection implements Transport.Connection, Deadlines.Waiter {
         done = true
         this.hardClose()
       })
+    })
+  }
+
+  /** After QUIT: once every queued byte is with the kernel, a plain connection closes at once (see `Transport.Connection.closeAfterQuit`). */
+  private quitClose(): Effect.Effect<void> {
+    if (this.ended) return Effect.void
+    if (this.tlsInfo !== undefined || this.upgrading || this.stream !== this.raw) return this.gracefulClose()
+    if (!this.flushing && this.queue.length === 0) {
+      this.hardClose()
+      return Effect.void
+    }
+    this.ended = true
+    this.closing = true
+    this.dropInput()
+    return Effect.callback<void>((resume) => {
+      this.flushed().then(() => {
+        this.hardClose()
+        resume(Effect.void)
+      })
+      return Effect.sync(() => this.hardClose())
     })
   }
 

@@ -317,6 +317,10 @@ export class NodeConnection implements Transport.Connection {
     return Effect.suspend(() => this.gracefulClose())
   }
 
+  get closeAfterQuit(): Effect.Effect<void> {
+    return Effect.suspend(() => this.quitClose())
+  }
+
   get destroy(): Effect.Effect<void> {
     return Effect.sync(() => this.hardClose())
   }
@@ -521,6 +525,15 @@ export class NodeConnection implements Transport.Connection {
         this.hardClose()
       })
     })
+  }
+
+  quitClose(): Effect.Effect<void> {
+    if (this.ended) return Effect.void
+    const s = this.sock
+    // TLS sends close_notify on `end`; bytes still queued in user space would be dropped by `destroy`
+    if (this.tlsInfo !== undefined || this.upgrading || s.destroyed || s.writableLength > 0) return this.gracefulClose()
+    this.hardClose()
+    return Effect.void
   }
 
   linger(s: net.Socket): void {

@@ -326,7 +326,7 @@ export const make = <R = never>(
                   close: o.reason
                 })
               )
-              yield* conn.close
+              yield* o.reason === "quit" ? conn.closeAfterQuit : conn.close
               return closed
             }
           }

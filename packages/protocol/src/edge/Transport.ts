@@ -119,6 +119,16 @@ export interface Connection {
   readonly startTls: (options?: ClientTlsOptions) => Effect.Effect<TlsInfo, TransportError>
   /** Flushes pending writes, then closes. Idempotent. */
   readonly close: Effect.Effect<void>
+  /**
+   * Closes after the peer ended the dialogue (QUIT, answered): once every
+   * written byte is with the kernel, the socket is closed at once (the
+   * kernel still sends those bytes, then FIN) instead of lingering for the
+   * peer's FIN. A peer that resets the connection after reading the last
+   * reply (smtp-source does, with SO_LINGER 0) then meets a closed socket,
+   * not a live read. A TLS connection closes like `close` (its close_notify
+   * must be sent). Idempotent.
+   */
+  readonly closeAfterQuit: Effect.Effect<void>
   /** Closes at once, dropping pending writes. Idempotent. */
   readonly destroy: Effect.Effect<void>
 }

@@ -279,7 +279,7 @@ const dial = (
           case "Close": {
             closed = true
             const next = i + 1
-            return Effect.flatMap(o.reason === "quit" ? conn.close : conn.destroy, () => perform(outputs, next, broken))
+            return Effect.flatMap(o.reason === "quit" ? conn.closeAfterQuit : conn.destroy, () => perform(outputs, next, broken))
           }
           case "Event": {
             const next = i + 1
