@@ -54,6 +54,8 @@ describe("StaticRelay → smtp-sink", () => {
     expect(dumpArgs(dump!, "X-Helo-Args")).toEqual([EHLO])
     expect(dumpArgs(dump!, "X-Mail-Args")).toEqual(["<sender@example.org> BODY=8BITMIME"])
     expect(dumpArgs(dump!, "X-Rcpt-Args")).toEqual(["<a@example.net>", "<b@example.net>"])
+    // smtp-sink prints its counters once it has seen the close, which the relay does not wait for
+    await waitFor(() => s.counters().sessions === 1)
     expect(s.counters()).toEqual({ sessions: 1, quits: 1, messages: 1 })
   })
 
@@ -67,6 +69,8 @@ describe("StaticRelay → smtp-sink", () => {
     }))
     expect(results.flatMap(summary)).toEqual(Array(4).fill("delivered 250 2.0.0"))
     expect(s.messages().map((d) => dumpArgs(d, "X-Rcpt-Args")[0]).sort()).toEqual([0, 1, 2, 3].map((i) => `<r${i}@example.net>`))
+    // smtp-sink prints its counters once it has seen the close, which the relay does not wait for
+    await waitFor(() => s.counters().sessions === 1)
     expect(s.counters()).toEqual({ sessions: 1, quits: 1, messages: 4 })
   })
 
@@ -92,6 +96,8 @@ describe("StaticRelay → smtp-sink", () => {
       )
     }))
     expect(results.flatMap(summary)).toEqual(Array(6).fill("delivered 250 2.0.0"))
+    // smtp-sink prints its counters once it has seen the close, which the relay does not wait for
+    await waitFor(() => s.counters().sessions === 2)
     expect(s.counters()).toEqual({ sessions: 2, quits: 2, messages: 6 })
   })
 
@@ -106,6 +112,7 @@ describe("StaticRelay → smtp-sink", () => {
       return [a, b]
     }))
     expect(results.flatMap(summary)).toEqual(["delivered 250 2.0.0", "delivered 250 2.0.0"])
+    await waitFor(() => s.counters().sessions === 2)
     expect(s.counters()).toMatchObject({ sessions: 2, messages: 2 })
   })
 
