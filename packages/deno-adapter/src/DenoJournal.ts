@@ -22,10 +22,25 @@
  * ## Deno specifics
  *
  * - Appends: the active segment is opened with `Deno.open({ createNew,
- *   append })`; Deno has no writev, so the chunks of a batch are copied into
- *   runs of at most 1 MiB (a larger chunk is written as it is) and each run
- *   is written with `FsFile.write`, looped on short writes; then one
- *   `FsFile.syncData`. A failed batch is cut off with `FsFile.truncate`.
+ *   write })` (not `append`: see the prefill) and the adapter keeps the
+ *   position of the next batch (a `seek` there when the cursor is
+ *   elsewhere); Deno has no writev, so the chunks of a batch are copied
+ *   into runs of at most 1 MiB (a larger chunk is written as it is) and
+ *   each run is written with `FsFile.write`, looped on short writes; then
+ *   one `FsFile.syncData` (Deno has no `O_DSYNC` open option, unlike
+ *   Node's write-through). A failed batch is cut off with
+ *   `FsFile.truncate`.
+ * - Zero prefill, as Node's `JournalStorage`: a batch under 64 KiB
+ *   (`PREFILL_BELOW`) that would end past the file's written region is
+ *   written with zeros up to 256 KiB (`PREFILL_BYTES`) past its end, in the
+ *   same write (never past `segmentBytes`); the following small batches
+ *   overwrite zeros already on the disk, so their `syncData` has no file
+ *   size or extent to commit (on ext4, ~0.21 ms instead of ~0.29 ms for a
+ *   5,300-byte durable write). A larger batch crossing the end is written
+ *   alone. A crash leaves zeros after the last batch, which replay takes
+ *   for a clean end (`JournalReplay`); a graceful `close` cuts them off;
+ *   zeros that do not fit (ENOSPC once the batch is written) only stop the
+ *   prefill.
  * - Reads: Deno has no positional read, so each segment keeps a few
  *   read-only handles (at most 4, opened on demand); a read takes an idle
  *   one, `seek`s and `read`s in a loop, and gives it back. After a segment
@@ -87,6 +102,26 @@ const writeAll = async (fh: Deno.FsFile, data: Uint8Array): Promise<void> => {
     if (n <= 0) throw QueueStorage.error("Io", "write", undefined, "write wrote nothing")
     offset += n
   }
+}
+
+/** A batch smaller than this extends the zeroed region ahead of it; a larger one is written alone (as Node's `JournalStorage`). */
+export const PREFILL_BELOW = 64 * 1024
+/** How far ahead of a small batch's end the zeroed region is extended. */
+export const PREFILL_BYTES = 256 * 1024
+
+const ZEROS = new Uint8Array(PREFILL_BYTES)
+
+/**
+ * How many zero bytes to write right after a batch of `length` bytes at
+ * `position`, when the file's written region ends at `prefilled` and the
+ * segment takes no appends past `limit`: none while the batch fits in the
+ * region or is `PREFILL_BELOW` or larger, else up to `PREFILL_BYTES` past
+ * its end (never past `limit`).
+ */
+export const zerosAfter = (position: number, length: number, prefilled: number, limit: number): number => {
+  const end = position + length
+  if (end <= prefilled || length >= PREFILL_BELOW) return 0
+  return Math.max(0, Math.min(end + PREFILL_BYTES, limit) - end)
 }
 
 /** The largest run of chunks copied together into one `write`. */
@@ -297,20 +332,61 @@ export const adapter = (directory: string): Journal.Adapter => {
       }
     })
 
-  const create = (name: string) =>
+  const create = (name: string, limit?: number) =>
     io("write", async (): Promise<Journal.AppendHandle> => {
-      const fh = await Deno.open(file(name), { createNew: true, append: true, mode: 0o600 })
+      const fh = await Deno.open(file(name), { write: true, createNew: true, mode: 0o600 })
+      const cap = limit ?? Number.POSITIVE_INFINITY
+      /** Where the next batch goes: the end of what was appended. */
+      let position = 0
+      /** The end of the file's written region (batches, then zeros). */
+      let prefilled = 0
+      /** Where the file's cursor is; -1 when unknown (after a failed write). */
+      let cursor = 0
       let closed = false
       return {
         append: (chunks) =>
           io("write", async () => {
-            for (const run of coalesce(chunks)) await writeAll(fh, run)
+            let length = 0
+            for (const c of chunks) length += c.length
+            const zeros = zerosAfter(position, length, prefilled, cap)
+            const start = position
+            if (cursor !== start) {
+              await fh.seek(start, Deno.SeekMode.Start)
+              cursor = start
+            }
+            // bytes of this batch (data, then zeros) written so far
+            let written = 0
+            try {
+              for (const run of coalesce(zeros > 0 ? [...chunks, ZEROS.subarray(0, zeros)] : chunks)) {
+                for (let offset = 0; offset < run.length;) {
+                  const n = await fh.write(run.subarray(offset))
+                  if (n <= 0) throw QueueStorage.error("Io", "write", undefined, `${file(name)}: write wrote nothing`)
+                  offset += n
+                  written += n
+                }
+              }
+            } catch (e) {
+              cursor = -1
+              // the batch is written: failing to write zeros after it only stops the prefill
+              if (written < length) throw e
+            }
+            if (cursor !== -1) cursor = start + written
+            position = start + length
+            prefilled = Math.max(prefilled, start + written)
           }),
         sync: io("write", () => fh.syncData()),
-        truncate: (size) => io("write", () => fh.truncate(size)),
-        close: Effect.sync(() => {
+        truncate: (size) =>
+          io("write", () => {
+            position = size
+            prefilled = size
+            cursor = -1
+            return fh.truncate(size)
+          }),
+        // a graceful close gives the zeros back: the file ends with its last batch, as without prefill
+        close: Effect.promise(async () => {
           if (closed) return
           closed = true
+          if (prefilled > position) await fh.truncate(position).catch(() => undefined)
           try {
             fh.close()
           } catch {

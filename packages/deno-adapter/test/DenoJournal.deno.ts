@@ -13,8 +13,9 @@
  *
  * Run by `deno test --allow-all test/deno/` (via test/deno/storage.test.js).
  */
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Logger, Scope } from "effect"
 import type * as Journal from "@mailroom/protocol/queue/Journal"
+import * as JournalFrame from "@mailroom/protocol/queue/JournalFrame"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 import * as Assert from "../../../test/scenarios/Assert.ts"
 import { fullEnvelope, queueStorageScenarios, simpleEnvelope } from "../../../test/scenarios/QueueStorageScenarios.ts"
@@ -55,6 +56,33 @@ const test = (name: string, fn: () => Promise<void>) => Deno.test({ name, saniti
 /** Runs `f` with the journal in `options.directory` open, and closes it. */
 const withJournal = <A, E>(options: DenoJournal.Options, f: (j: Journal.Journal) => Effect.Effect<A, E>): Promise<A> =>
   Effect.runPromise(Effect.scoped(Effect.flatMap(DenoJournal.open(options), f)))
+
+/** Like `withJournal`, and what the journal logged at `Warn` or above. */
+const withJournalLogged = async <A, E>(options: DenoJournal.Options, f: (j: Journal.Journal) => Effect.Effect<A, E>) => {
+  const warnings: Array<string> = []
+  const collector = Logger.make((o) => {
+    if (o.logLevel === "Warn" || o.logLevel === "Error") warnings.push(`${o.logLevel}: ${Array.isArray(o.message) ? o.message.join(" ") : String(o.message)}`)
+  })
+  const value = await Effect.runPromise(Effect.scoped(Effect.flatMap(DenoJournal.open(options), f)).pipe(Effect.provide(Logger.layer([collector]))))
+  return { value, warnings }
+}
+
+/** The good frames of a segment file: where each ends, whether only zeros follow the last, and the file's size. */
+const framesOf = async (file: string) => {
+  const bytes = await Deno.readFile(file)
+  const ends = new JournalFrame.FrameDecoder(JournalFrame.crc32).push(bytes).map((f) => f.offset + JournalFrame.HEADER + 1 + f.payload.length)
+  const end = ends[ends.length - 1] ?? 0
+  return { ends, end, size: bytes.length, zerosAfter: bytes.subarray(end).every((b) => b === 0) }
+}
+
+const seg1 = (directory: string) => `${directory}/journal/0000000000000001.seg`
+
+/** Copies what a crash would leave of the journal in `from` (layout and segments, no lock) to `to`. */
+const crashCopy = async (from: string, to: string) => {
+  await Deno.mkdir(`${to}/journal`, { recursive: true })
+  await Deno.copyFile(`${from}/layout.json`, `${to}/layout.json`)
+  for (const n of await names(`${from}/journal`)) await Deno.copyFile(`${from}/journal/${n}`, `${to}/journal/${n}`)
+}
 
 /** The failure of opening the journal, or `undefined` when it opened. */
 const openFailure = (directory: string): Promise<QueueStorage.StorageError | undefined> =>
@@ -128,6 +156,61 @@ test("DenoJournal: the layout on disk; a 3 MiB body and 20 concurrent writes rou
   Assert.equal(back.b.envelope, bigEnv)
   Assert.equal(back.rest.map((r) => r.envelope.id), many.map((e) => e.id))
   Assert.equal(back.count, 21)
+})
+
+test("DenoJournal: zerosAfter — a small batch crossing the zeroed end extends it 256 KiB past its end, never past the limit; a large one never", () => {
+  const K = 1024
+  Assert.equal(DenoJournal.zerosAfter(0, 5_300, 0, Infinity), 256 * K)
+  Assert.equal(DenoJournal.zerosAfter(0, 5_300, 5_300, Infinity), 0)
+  Assert.equal(DenoJournal.zerosAfter(198_000, 5_300, 200_000, Infinity), 256 * K)
+  Assert.equal(DenoJournal.zerosAfter(0, 64 * K - 1, 0, Infinity), 256 * K)
+  Assert.equal(DenoJournal.zerosAfter(0, 64 * K, 0, Infinity), 0)
+  Assert.equal(DenoJournal.zerosAfter(0, 5_300, 0, 100_000), 100_000 - 5_300)
+  Assert.equal(DenoJournal.zerosAfter(99_000, 5_300, 99_500, 100_000), 0)
+  return Promise.resolve()
+})
+
+test("DenoJournal: zero prefill — zeros ahead of small batches, overwritten by the next ones, none after a large batch, capped at segmentBytes, cut off at close; a crash copy replays with no warning", async () => {
+  const directory = `${base}/prefill`
+  const copy = `${base}/prefill-crashed`
+  const envs = Array.from({ length: 6 }, () => simpleEnvelope(1, new Uint8Array(5_000).fill(0x61)))
+  const big = simpleEnvelope(1, new Uint8Array(300_000).fill(0x62))
+  const seen = await withJournal({ directory }, (j) =>
+    Effect.gen(function*() {
+      yield* j.storage.write(envs[0]!, { nextAttemptAt: 0 })
+      const first = yield* Effect.promise(() => framesOf(seg1(directory)))
+      for (const e of envs.slice(1)) yield* j.storage.write(e, { nextAttemptAt: 0 })
+      const six = yield* Effect.promise(() => framesOf(seg1(directory)))
+      yield* Effect.promise(() => crashCopy(directory, copy))
+      yield* j.storage.write(big, { nextAttemptAt: 0 }) // 300 KB: crosses the zeros' end, written alone
+      const afterBig = yield* Effect.promise(() => framesOf(seg1(directory)))
+      return { first, six, afterBig }
+    }))
+  Assert.equal(seen.first.ends.length, 1)
+  Assert.equal(seen.first.size, seen.first.end + 256 * 1024)
+  Assert.ok(seen.first.zerosAfter, "zeros after the first batch")
+  Assert.equal([seen.six.ends.length, seen.six.size], [6, seen.first.size])
+  Assert.ok(seen.six.zerosAfter)
+  Assert.ok(seen.six.end + 300_000 > seen.first.size, "the large batch crosses the zeroed end")
+  Assert.equal([seen.afterBig.ends.length, seen.afterBig.size], [7, seen.afterBig.end])
+  // closed: the file ends with its last frame
+  Assert.equal((await framesOf(seg1(directory))).size, seen.afterBig.end)
+  const back = await withJournalLogged({ directory }, (j) => Effect.forEach([...envs, big], (e) => j.storage.read(e.id)))
+  Assert.equal(back.warnings, [])
+  Assert.equal(back.value.map((r) => r.envelope), [...envs, big])
+  // the copy taken while open is what a crash leaves: the zeros are a clean end
+  Assert.equal((await framesOf(seg1(copy))).size, seen.first.size)
+  const crashed = await withJournalLogged({ directory: copy }, (j) => Effect.forEach(envs, (e) => j.storage.read(e.id)))
+  Assert.equal(crashed.warnings, [])
+  Assert.equal(crashed.value.map((r) => r.envelope), envs)
+
+  const capped = `${base}/prefill-capped`
+  const sizes = await withJournal({ directory: capped, segmentBytes: 20_000 }, (j) =>
+    Effect.forEach(envs.slice(0, 3), (e) =>
+      Effect.andThen(j.storage.write(e, { nextAttemptAt: 0 }), Effect.promise(() => framesOf(seg1(capped)).then((f) => f.size)))))
+  Assert.equal(sizes, [20_000, 20_000, 20_000])
+  const closed = await framesOf(seg1(capped))
+  Assert.equal([closed.ends.length, closed.size], [3, closed.end])
 })
 
 test("DenoJournal: a torn tail is ignored at open; later writes go to a new segment and survive", async () => {
@@ -296,6 +379,35 @@ test("DenoJournal and @mailroom/node's JournalStorage read each other's journals
   Assert.equal(written.r.envelope.recipients, ["a@example.com", "b@example.com"])
   Assert.equal(written.count, 2)
   Assert.equal(await names(`${directory}/corrupt`), [])
+})
+
+test("DenoJournal and JournalStorage read each other's journals left by a crash with their zero prefill, with no warning", async () => {
+  // Node writes and exits without closing: its segment keeps the zeros after its last frame
+  const fromNode = `${base}/interop-node-crash`
+  const wrote = await node(["crash-write", fromNode])
+  Assert.equal(wrote.code, 0, wrote.stderr)
+  const id = wrote.stdout.trim()
+  const left = await framesOf(seg1(fromNode))
+  Assert.equal([left.ends.length, left.size], [1, left.end + 256 * 1024])
+  Assert.ok(left.zerosAfter)
+  const read = await withJournalLogged({ directory: fromNode }, (j) => j.storage.read(id))
+  Assert.equal(read.warnings, [])
+  Assert.equal(decoder.decode(read.value.envelope.message), "Subject: from node\r\n\r\ncaf\u00e9\r\n")
+
+  // Deno's journal as a crash leaves it, read by Node
+  const fromDeno = `${base}/interop-deno`
+  const crashed = `${base}/interop-deno-crash`
+  const envs = [simpleEnvelope(1), fullEnvelope()]
+  await withJournal({ directory: fromDeno }, (j) =>
+    Effect.gen(function*() {
+      for (const e of envs) yield* j.storage.write(e, { nextAttemptAt: 0 })
+      yield* Effect.promise(() => crashCopy(fromDeno, crashed))
+    }))
+  const copied = await framesOf(seg1(crashed))
+  Assert.equal([copied.ends.length, copied.size], [2, copied.ends[0]! + 256 * 1024])
+  const listed = await node(["list", crashed])
+  Assert.equal(listed.code, 0, listed.stderr)
+  Assert.equal(JSON.parse(listed.stdout), { ids: envs.map((e) => e.id).sort(), warnings: [] })
 })
 
 // --- kill -9 ----------------------------------------------------------------------------------

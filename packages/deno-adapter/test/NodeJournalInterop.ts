@@ -6,15 +6,26 @@
  * - `read-and-hold <dir> <id>`: reads the message, prints its bytes,
  *   recipients and metadata as JSON, then holds it;
  * - `write <dir>`: writes a message and prints its id;
+ * - `crash-write <dir>`: writes a message, prints its id and exits at once,
+ *   without closing the journal (as a crash would: the segment keeps the
+ *   zeros prefilled after its last frame, and the lock stays behind);
+ * - `list <dir>`: prints the ids and what replay logged at `Warn` or above,
+ *   as JSON;
  * - `hold <dir>`: opens the journal, prints `ready`, and keeps it open
  *   until its standard input ends (the ownership test).
  */
 import { randomBytes } from "node:crypto"
-import { Effect } from "effect"
+import { Effect, Logger } from "effect"
 import * as Envelope from "@mailroom/protocol/envelope/Envelope"
 import * as JournalStorage from "@mailroom/node/JournalStorage"
 
 const [command, directory, id] = process.argv.slice(2)
+const warnings: Array<string> = []
+const collector = Logger.make((o) => {
+  if (o.logLevel === "Warn" || o.logLevel === "Error" || o.logLevel === "Fatal") {
+    warnings.push(`${o.logLevel}: ${Array.isArray(o.message) ? o.message.join(" ") : String(o.message)}`)
+  }
+})
 
 const program = Effect.scoped(Effect.gen(function*() {
   const s = yield* JournalStorage.make({ directory: directory! })
@@ -22,6 +33,10 @@ const program = Effect.scoped(Effect.gen(function*() {
     const { envelope, meta } = yield* s.read(id!)
     yield* s.setHeld(id!, true)
     return JSON.stringify({ message: Array.from(envelope.message), recipients: envelope.recipients, meta })
+  }
+  if (command === "list") {
+    const ids = (yield* s.list()).map((m) => m.id)
+    return JSON.stringify({ ids, warnings })
   }
   if (command === "hold") {
     process.stdout.write(`ready ${process.pid}\n`)
@@ -38,10 +53,15 @@ const program = Effect.scoped(Effect.gen(function*() {
     }),
     { nextAttemptAt: 0 }
   )
+  if (command === "crash-write") {
+    process.stdout.write(`${newId}\n`, () => process.exit(0))
+    return yield* Effect.never
+  }
   return newId
 }))
 
-Effect.runPromise(program).then(
+// `list` keeps what is logged out of its JSON; the other commands log as usual
+Effect.runPromise(command === "list" ? Effect.provide(program, Logger.layer([collector])) : program).then(
   (out) => process.stdout.write(`${out}\n`),
   (e: unknown) => {
     process.stderr.write(`${String(e)}\n`)

@@ -1,12 +1,12 @@
 /**
  * `JournalStorage`: the journal `QueueStorage` on Node — an append-only
  * journal of segment files owned by ONE process, with group commit of the
- * data: every entry that arrives while a write and its fsync run is written
- * by the next writev and acknowledged by the next single fdatasync. One
- * fsync per message for a lone writer (no directory fsync), a fraction of
- * one under concurrency. The engine, the format and the crash reasoning are
- * in `@mailroom/protocol/queue/Journal` and `JournalFrame`; this module is
- * the `Journal.Adapter` over `node:fs`.
+ * data: every entry that arrives while a write runs is written by the next
+ * single write, which returns once it is durable. One durable write per
+ * message for a lone writer (no directory fsync), a fraction of one under
+ * concurrency. The engine, the format and the crash reasoning are in
+ * `@mailroom/protocol/queue/Journal` and `JournalFrame`; this module is the
+ * `Journal.Adapter` over `node:fs`.
  *
  * ## Layout, version 1
  *
@@ -19,10 +19,29 @@
  *
  * ## Node specifics
  *
- * - Appends: the active segment is opened `O_WRONLY|O_CREAT|O_EXCL|O_APPEND`;
- *   a batch is one `fs.writev` (looped on a short write) and one
- *   `fs.fdatasync`, through the callback API (no FileHandle, no promise per
- *   call on the hot path).
+ * - Appends: the active segment is opened `O_WRONLY|O_CREAT|O_EXCL|O_DSYNC`
+ *   (write-through: a write returns only once its data, and the file size
+ *   it needs, are durable, the guarantee of an fdatasync after it), and a
+ *   batch is ONE positional `fs.writev` at the end of what was appended
+ *   (the adapter keeps that position; looped on a short write), so `sync`
+ *   has nothing left to do. That is one libuv thread-pool round trip per
+ *   batch instead of two (writev, then fdatasync): ~0.29 ms instead of
+ *   ~0.37 ms for a 5,300-byte write on ext4. Where `O_DSYNC` does not exist
+ *   (Windows) the file is opened without it and `sync` is an `fdatasync`.
+ *   The callback API is used (no FileHandle, no promise per call).
+ * - Zero prefill: the file's written region is kept ahead of the appends.
+ *   A batch under 64 KiB (`PREFILL_BELOW`) that would end past it is
+ *   written with zeros up to 256 KiB (`PREFILL_BYTES`) past its end, in the
+ *   same writev (one shared zero buffer; never past `segmentBytes`); the
+ *   following small batches overwrite zeros that are already on the disk,
+ *   so their durable write has no file size or extent to commit (~0.21 ms
+ *   instead of ~0.29 ms). A larger batch that crosses the region's end is
+ *   written alone: its data dominates, and its bytes are not doubled. A
+ *   crash leaves zeros after the last batch, which replay takes for a clean
+ *   end (`JournalReplay`); a graceful `close` cuts them off, and
+ *   `truncate` (after a failed batch) ends the region there. Zeros that do
+ *   not fit (ENOSPC after the batch itself is written) only stop the
+ *   prefill.
  * - Reads: one read-only fd per segment, opened on first use, positional
  *   `fs.read`; after a segment is unlinked its fd is closed once the last
  *   read using it is done (closing earlier could let a read land in a file
@@ -89,7 +108,30 @@ const nativeCrc32: JournalFrame.Crc32 | undefined = typeof zlib.crc32 === "funct
   ? (data, previous) => zlib.crc32(data, previous)
   : undefined
 
-const APPEND = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_APPEND
+/** `O_DSYNC` where the platform has it (not on Windows): each write returns once its data is durable. */
+const WRITE_THROUGH = typeof fs.constants.O_DSYNC === "number"
+
+const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | (WRITE_THROUGH ? fs.constants.O_DSYNC : 0)
+
+/** A batch smaller than this extends the zeroed region ahead of it; a larger one is written alone. */
+export const PREFILL_BELOW = 64 * 1024
+/** How far ahead of a small batch's end the zeroed region is extended. */
+export const PREFILL_BYTES = 256 * 1024
+
+const ZEROS = new Uint8Array(PREFILL_BYTES)
+
+/**
+ * How many zero bytes to write right after a batch of `length` bytes at
+ * `position`, when the file's written region ends at `prefilled` and the
+ * segment takes no appends past `limit`: none while the batch fits in the
+ * region or is `PREFILL_BELOW` or larger, else up to `PREFILL_BYTES` past
+ * its end (never past `limit`).
+ */
+export const zerosAfter = (position: number, length: number, prefilled: number, limit: number): number => {
+  const end = position + length
+  if (end <= prefilled || length >= PREFILL_BELOW) return 0
+  return Math.max(0, Math.min(end + PREFILL_BYTES, limit) - end)
+}
 
 /** The chunks left once `written` bytes of `chunks` are written. */
 const rest = (chunks: ReadonlyArray<Uint8Array>, written: number): Array<Uint8Array> => {
@@ -219,33 +261,63 @@ export const adapter = (directory: string): Journal.Adapter => {
       else step()
     })
 
-  const create = (name: string) =>
+  const create = (name: string, limit?: number) =>
     Effect.callback<Journal.AppendHandle, StorageError>((resume) => {
-      fs.open(file(name), APPEND, 0o600, (err, fd) => {
+      fs.open(file(name), CREATE, 0o600, (err, fd) => {
         if (err !== null) return resume(Effect.fail(toError("write", err)))
+        const cap = limit ?? Number.POSITIVE_INFINITY
+        /** Where the next batch goes: the end of what was appended. */
+        let position = 0
+        /** The end of the file's written region (batches, then zeros). */
+        let prefilled = 0
         const append = (chunks: ReadonlyArray<Uint8Array>) =>
           Effect.callback<void, StorageError>((done) => {
+            let length = 0
+            for (const c of chunks) length += c.length
+            const zeros = zerosAfter(position, length, prefilled, cap)
+            const all = zeros > 0 ? [...chunks, ZEROS.subarray(0, zeros)] : chunks
+            const start = position
+            // bytes of this batch (data, then zeros) written so far
+            let written = 0
+            const finish = () => {
+              position = start + length
+              prefilled = Math.max(prefilled, start + written)
+              done(Effect.void)
+            }
             const step = (bufs: ReadonlyArray<Uint8Array>) => {
-              if (bufs.length === 0) return done(Effect.void)
+              if (bufs.length === 0) return finish()
               let total = 0
               for (const b of bufs) total += b.length
-              fs.writev(fd, bufs, null, (e, written) => {
-                if (e !== null) return done(Effect.fail(toError("write", e)))
-                if (written === total) return done(Effect.void)
-                if (written === 0) return done(Effect.fail(QueueStorage.error("Io", "write", undefined, `${file(name)}: writev wrote nothing`)))
-                step(rest(bufs, written))
+              fs.writev(fd, bufs, start + written, (e, n) => {
+                // the batch is written (and, write-through, durable): failing to write zeros after it only stops the prefill
+                if (e !== null) return written >= length ? finish() : done(Effect.fail(toError("write", e)))
+                written += n
+                if (n === total) return finish()
+                if (n === 0) {
+                  return written >= length
+                    ? finish()
+                    : done(Effect.fail(QueueStorage.error("Io", "write", undefined, `${file(name)}: writev wrote nothing`)))
+                }
+                step(rest(bufs, n))
               })
             }
-            step(chunks)
+            step(all)
           })
-        const sync = Effect.callback<void, StorageError>((done) => {
+        const sync = WRITE_THROUGH ? Effect.void : Effect.callback<void, StorageError>((done) => {
           fs.fdatasync(fd, (e) => done(e === null ? Effect.void : Effect.fail(toError("write", e))))
         })
         const truncate = (size: number) =>
           Effect.callback<void, StorageError>((done) => {
+            position = size
+            prefilled = size
             fs.ftruncate(fd, size, (e) => done(e === null ? Effect.void : Effect.fail(toError("write", e))))
           })
-        const close = Effect.callback<void>((done) => fs.close(fd, () => done(Effect.void)))
+        // a graceful close gives the zeros back: the file ends with its last batch, as without prefill
+        const close = Effect.callback<void>((done) => {
+          const end = () => fs.close(fd, () => done(Effect.void))
+          if (prefilled > position) fs.ftruncate(fd, position, end)
+          else end()
+        })
         resume(Effect.succeed({ append, sync, truncate, close }))
       })
     })

@@ -616,6 +616,73 @@ describe("Journal engine", () => {
     expect(mem.bytes(seg)).toEqual(torn) // never appended after the torn tail
     expect(segments(mem)).toEqual(["0000000000000001.seg", "0000000000000002.seg"])
   })
+
+  it("a tail of zeros after the last frame (the adapters' prefill) is a clean end: no warning, the segment's size is its frames'", async () => {
+    const recover = (mem: MemFs) => {
+      const { logs, layer } = collect()
+      return Effect.runPromise(Replay.recover(mem.adapter(), crc).pipe(Effect.provide(layer))).then((r) => ({ ...r, logs }))
+    }
+    const seg = (n: number) => `journal/${Frame.segmentName(n)}`
+    const frames = concat([insertFrame(envelopeOf("a")), Frame.encodeMeta({ ...QueueStorage.initialMeta(envelopeOf("a"), 1_000, 2_000), nextAttemptAt: 9 }, crc), insertFrame(envelopeOf("b"))])
+    const mem = new MemFs()
+    mem.put(seg(1), concat([frames, new Uint8Array(256 * 1024)]))
+    mem.put(seg(2), new Uint8Array(7)) // shorter than a frame header
+    mem.put(seg(3), new Uint8Array(1000)) // zeros only: no acknowledged byte
+    // a zero tail longer than a 4 MiB read chunk: the zeros are read again from where the frames stop
+    mem.put(seg(4), concat([insertFrame(envelopeOf("c")), new Uint8Array(5 * 1024 * 1024)]))
+    const r = await recover(mem)
+    expect(r.logs).toEqual([])
+    expect(r.segments.map((s) => [s.n, s.size])).toEqual([[1, frames.length], [2, 0], [3, 0], [4, insertFrame(envelopeOf("c")).length]])
+    expect([...r.live.keys()]).toEqual(["a", "b", "c"])
+    expect(r.live.get("a")!.meta.nextAttemptAt).toBe(9)
+
+    // anything but zeros after the last frame stays a torn tail, the file's size included, as before
+    const torn = new MemFs()
+    const cut = insertFrame(envelopeOf("d")).subarray(0, 40)
+    torn.put(seg(1), concat([frames, cut, new Uint8Array(4096)])) // a batch cut short inside the zeros
+    const late = concat([insertFrame(envelopeOf("c")), new Uint8Array(5 * 1024 * 1024)])
+    late[late.length - 1] = 1 // a stray byte at the very end, past a 4 MiB chunk
+    torn.put(seg(2), late)
+    torn.put(seg(3), Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5)) // zeros, then not
+    const t = await recover(torn)
+    expect(t.segments.map((s) => [s.n, s.size])).toEqual([[1, frames.length + 40 + 4096], [2, late.length], [3, 12]])
+    expect([...t.live.keys()]).toEqual(["a", "b", "c"])
+    expect(t.logs).toEqual([
+      `Warn: JournalStorage: /mem/${seg(1)} ends with a bad checksum at byte ${frames.length} (a batch a crash cut short, never acknowledged); replay of this segment stops there`,
+      `Warn: JournalStorage: /mem/${seg(2)} ends with a bad frame length at byte ${insertFrame(envelopeOf("c")).length} (a batch a crash cut short, never acknowledged); replay of this segment stops there`,
+      `Warn: JournalStorage: /mem/${seg(3)} ends with a bad frame length at byte 0 (a batch a crash cut short, never acknowledged); replay of this segment stops there`
+    ])
+    expect(Replay.isZero(new Uint8Array(0))).toBe(true)
+    expect(Replay.isZero(Uint8Array.of(0, 0, 1))).toBe(false)
+  })
+
+  it("a prefilled segment left by a crash opens with no warning; one of zeros only is dead and unlinked; compaction counts frames, not zeros", async () => {
+    const mem = new MemFs()
+    await withJournal(mem, (j) => Effect.forEach(["a", "b"], (id) => j.storage.write(envelopeOf(id), { nextAttemptAt: 0 }), { discard: true }))
+    const seg1 = "journal/0000000000000001.seg"
+    const frames = mem.bytes(seg1)
+    // what a crash leaves: the zeros ahead of the appends, and a segment created and prefilled but never acknowledged
+    mem.put(seg1, concat([frames, new Uint8Array(200_000)]))
+    mem.put("journal/0000000000000002.seg", new Uint8Array(262_144))
+    const { value, logs } = await withJournal(mem, (j) =>
+      Effect.gen(function*() {
+        yield* j.maintain
+        return { ids: (yield* j.storage.list()).map((m) => m.id), segs: segments(mem) }
+      }), { maxSegments: 2 })
+    expect(logs.filter((l) => l.startsWith("Warn") || l.startsWith("Error"))).toEqual([])
+    expect(value.ids).toEqual(["a", "b"])
+    expect(value.segs).toEqual(["0000000000000001.seg"])
+    // segment 1 is all live and a full segment: not worth compacting (with its 200 KB of zeros counted, it would seem half dead)
+    const more = await withJournal(mem, (j) =>
+      Effect.gen(function*() {
+        yield* j.storage.write(envelopeOf("c", 1, new Uint8Array(3 * frames.length)), { nextAttemptAt: 0 })
+        yield* j.storage.write(envelopeOf("d"), { nextAttemptAt: 0 })
+        yield* j.maintain
+        return { segs: segments(mem), moved: j.stats().moved }
+      }), { segmentBytes: frames.length, maxSegments: 2 })
+    expect(more.value.moved).toBe(0)
+    expect(more.value.segs).toEqual(["0000000000000001.seg", "0000000000000002.seg", "0000000000000003.seg"])
+  })
 })
 
 // --- the model test -------------------------------------------------------------------

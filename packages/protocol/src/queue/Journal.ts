@@ -28,12 +28,14 @@
  * ## Durability
  *
  * - `write`, `recordResults`, `reschedule`, `setHeld` and `remove` resolve
- *   only after their entry is written and fsynced (`sync`, an fdatasync).
- *   One writer runs at a time; entries submitted while it runs are queued
- *   and then written with ONE `append` (a writev) and ONE `sync`, and all
- *   their callers resolve together. The in-memory index (metadata, and
- *   where each body is) changes only once an entry is durable, so nothing
- *   is ever seen that a crash could take back.
+ *   only after their entry is written and durable (`append` then `sync`:
+ *   on Node one `O_DSYNC` writev, whose return means what an fdatasync
+ *   after it would; on Deno a write and a `syncData`). One writer runs at a
+ *   time; entries submitted while it runs are queued and then written with
+ *   ONE `append` (a writev) and ONE `sync`, and all their callers resolve
+ *   together. The in-memory index (metadata, and where each body is)
+ *   changes only once an entry is durable, so nothing is ever seen that a
+ *   crash could take back.
  * - A new segment is created exclusively, the journal directory is fsynced
  *   once, and only then is anything appended to it; after that appends
  *   need no directory fsync. A segment is closed for appends when it passes
@@ -42,7 +44,13 @@
  *   tail).
  * - A crash in the middle of a batch leaves a torn tail: replay stops at
  *   the first frame that is short, has a bad length or a bad checksum, and
- *   logs it. Nothing after it was acknowledged.
+ *   logs it. Nothing after it was acknowledged. The adapters keep zeros
+ *   ahead of the appends of small batches (zero prefill: overwriting bytes
+ *   already on the disk leaves the durable write no file size to commit);
+ *   a segment whose bytes after its last good frame are all zeros ends
+ *   cleanly there, no warning, and its size is that of its frames (either
+ *   way nothing after that frame was acknowledged: only the warning and
+ *   the size differ).
  * - A failed write or fsync (ENOSPC → `Full`, else `Io`) fails every caller
  *   of that batch and leaves the index as it was; the segment is truncated
  *   back to its last good batch (so a full disk gets its space back) and
@@ -81,7 +89,8 @@
  * frame's header, the body handed to the writev without a copy, a native
  * CRC-32 when the runtime has one, and one `Effect.callback`; the index,
  * the per-id serialization and the group commit are plain callbacks. Per
- * batch: one append and one fdatasync, whatever the number of entries.
+ * batch: one append and one sync, whatever the number of entries (on
+ * Node, one write-through writev: one thread-pool round trip).
  * `read` is one positional read of the record and the body; `list`, `meta`
  * and `changes` come from memory.
 
@@ -103,16 +112,20 @@
  * - `readAt(name, offset, length)`: a positional read, shorter only at the
  *   end of the file (keep a read handle per segment, closed after `unlink`
  *   once no read uses it).
- * - `create(name)` → `{ append(chunks), sync, truncate(size), close }`: a
- *   new file (exclusive) for appending; `append` writes every chunk in
- *   order (one writev; loop on short writes), `sync` is an fdatasync,
- *   `truncate` cuts a failed batch off.
+ * - `create(name, limit)` → `{ append(chunks), sync, truncate(size), close }`:
+ *   a new file (exclusive) for appending; `append` writes every chunk in
+ *   order after the previous batch (one writev; loop on short writes), and
+ *   may write zeros after it (never past `limit`, the segment size); `sync`
+ *   makes it durable (an fdatasync, or nothing when the file is opened
+ *   write-through); `truncate` cuts a failed batch off; `close` may cut off
+ *   the zeros after the last batch.
  * - `unlink(name)` (a missing file is fine), `syncDir(dir)` (`""` is the
  *   directory itself), and optionally a native `crc32`.
  *
- * On Deno: `Deno.open({ createNew, append })`, `FsFile.write` in a loop,
- * `FsFile.syncData`, `FsFile.truncate`, `Deno.readDir`, `Deno.remove`, and
- * `Deno.link` (or `createNew`) for the lock.
+ * On Deno: `Deno.open({ createNew, write })`, `FsFile.seek` and
+ * `FsFile.write` in a loop, `FsFile.syncData`, `FsFile.truncate`,
+ * `Deno.readDir`, `Deno.remove`, and `Deno.link` (or `createNew`) for the
+ * lock.
  *
  * What it deliberately does not do: share a journal between processes
  * (leases are in memory), hold message bodies in memory after the write
@@ -134,9 +147,9 @@ type Meta = QueueStorage.Meta
 
 /** A segment open for appending. */
 export interface AppendHandle {
-  /** Writes every chunk, in order, at the end of the file: all of them or a failure. */
+  /** Writes every chunk, in order, right after what was appended before: all of them or a failure. */
   readonly append: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, StorageError>
-  /** Makes what was appended durable (fdatasync). */
+  /** Makes what was appended durable (an fdatasync; nothing when `append` writes through). */
   readonly sync: Effect.Effect<void, StorageError>
   /** Cuts the file back to `size` bytes, after a failed append or sync (gives the space of a failed batch back). */
   readonly truncate: (size: number) => Effect.Effect<void, StorageError>
@@ -154,7 +167,8 @@ export interface Adapter {
   readonly writeNew: (name: string, chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<boolean, StorageError>
   readonly list: (dir: string) => Effect.Effect<ReadonlyArray<string>, StorageError>
   readonly readAt: (name: string, offset: number, length: number) => Effect.Effect<Uint8Array, StorageError>
-  readonly create: (name: string) => Effect.Effect<AppendHandle, StorageError>
+  /** A new segment for appending; `limit` is `segmentBytes` (no zeros are prefilled past it). */
+  readonly create: (name: string, limit?: number) => Effect.Effect<AppendHandle, StorageError>
   readonly unlink: (name: string) => Effect.Effect<void, StorageError>
   readonly syncDir: (dir: string) => Effect.Effect<void, StorageError>
   readonly crc32?: Frame.Crc32 | undefined
@@ -175,7 +189,7 @@ export const defaultMaxSegments = 4
 
 /** Counters since open. */
 export interface Stats {
-  /** fdatasyncs of segments. */
+  /** Batches made durable (`sync` of a segment: an fdatasync, or a write-through write). */
   readonly syncs: number
   /** fsyncs of directories. */
   readonly dirSyncs: number
@@ -397,7 +411,7 @@ export const make = (adapter: Adapter, options: Options = {}): Effect.Effect<Jou
           yield* old.handle.close
           if (old.segment.size === 0) old.segment.dead = true
         }
-        const handle = yield* adapter.create(name)
+        const handle = yield* adapter.create(name, segmentBytes)
         const synced = yield* Effect.result(adapter.syncDir("journal"))
         stats.dirSyncs++
         if (Result.isFailure(synced)) {

@@ -15,7 +15,10 @@
  * `recover` runs it over the adapter at open: reads each segment in 4 MiB
  * chunks through `JournalFrame.FrameDecoder` (replay of a segment stops at
  * its first short, mis-sized or mis-checksummed frame: a torn tail of an
- * unacknowledged batch, logged with `Effect.logWarning`), writes what it
+ * unacknowledged batch, logged with `Effect.logWarning`; but when every
+ * byte from there to the end of the file is zero, that is the zero prefill
+ * the adapters keep ahead of their appends, a clean end: no warning, and
+ * the segment's size is the end of its last frame), writes what it
  * could not use to `corrupt/` (never a crash loop: the entry is skipped),
  * and says which quarantined messages the engine must REMOVE from the
  * journal so that they are not quarantined again at every open.
@@ -198,7 +201,10 @@ export interface FoundSegment {
   readonly n: number
   /** `journal/<n>.seg`. */
   readonly name: string
-  /** Its size in bytes (torn tail included). */
+  /**
+   * Its size in bytes: the end of its last frame when only zeros follow
+   * (a prefilled tail), else the file's size (a torn tail included).
+   */
   readonly size: number
 }
 
@@ -214,9 +220,27 @@ export interface Recovered {
 
 const READ_CHUNK = 4 * 1024 * 1024
 
+/** Whether every byte of `b` is zero. */
+export const isZero = (b: Uint8Array): boolean => {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false
+  return true
+}
+
+/** Whether bytes `from` .. `to` of segment `name` are all zeros (and there). */
+const zerosUpTo = (adapter: Journal.Adapter, name: string, from: number, to: number): Effect.Effect<boolean, QueueStorage.StorageError> =>
+  Effect.gen(function*() {
+    for (let at = from; at < to;) {
+      const chunk = yield* adapter.readAt(name, at, Math.min(READ_CHUNK, to - at))
+      if (chunk.length === 0 || !isZero(chunk)) return false
+      at += chunk.length
+    }
+    return true
+  })
+
 /**
  * Reads every segment of `journal/` through `adapter`, oldest first, and
- * replays it; logs torn tails; quarantines to `corrupt/` what it cannot
+ * replays it; logs torn tails (not a tail of zeros: the zero prefill, a
+ * clean end); quarantines to `corrupt/` what it cannot
  * use (each file written once: a second open finds it there).
  */
 export const recover = (adapter: Journal.Adapter, crc: Frame.Crc32): Effect.Effect<Recovered, QueueStorage.StorageError> =>
@@ -232,19 +256,28 @@ export const recover = (adapter: Journal.Adapter, crc: Frame.Crc32): Effect.Effe
       const name = `journal/${Frame.segmentName(n)}`
       const decoder = new Frame.FrameDecoder(crc)
       let offset = 0
+      let last: Uint8Array = new Uint8Array(0)
       for (;;) {
         const chunk = yield* adapter.readAt(name, offset, READ_CHUNK)
         for (const f of decoder.push(chunk)) replay.apply(n, f)
         offset += chunk.length
+        last = chunk
         if (chunk.length < READ_CHUNK) break
       }
       const stop = decoder.end()
+      let size = offset
       if (stop !== undefined) {
-        yield* Effect.logWarning(
-          `JournalStorage: ${where(name)} ends with ${Frame.describeStop(stop)} (a batch a crash cut short, never acknowledged); replay of this segment stops there`
-        )
+        // the last chunk read usually holds the whole tail; else it is read again
+        const lastAt = offset - last.length
+        const zeros = stop.offset >= lastAt ? isZero(last.subarray(stop.offset - lastAt)) : yield* zerosUpTo(adapter, name, stop.offset, offset)
+        if (zeros) size = stop.offset
+        else {
+          yield* Effect.logWarning(
+            `JournalStorage: ${where(name)} ends with ${Frame.describeStop(stop)} (a batch a crash cut short, never acknowledged); replay of this segment stops there`
+          )
+        }
       }
-      segments.push({ n, name, size: offset })
+      segments.push({ n, name, size })
     }
     const replayed = replay.finish()
 
