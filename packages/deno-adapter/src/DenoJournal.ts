@@ -107,25 +107,10 @@ const writeAll = async (fh: Deno.FsFile, data: Uint8Array): Promise<void> => {
   }
 }
 
-/** A batch smaller than this extends the zeroed region ahead of it; a larger one is written alone (as Node's `JournalStorage`). */
-export const PREFILL_BELOW = 64 * 1024
-/** How far ahead of a small batch's end the zeroed region is extended. */
-export const PREFILL_BYTES = 256 * 1024
+/** The zero-prefill rule, the same on Node and Deno (see `JournalFrame.zerosAfter`). */
+export const { PREFILL_BELOW, PREFILL_BYTES, zerosAfter } = JournalFrame
 
 const ZEROS = new Uint8Array(PREFILL_BYTES)
-
-/**
- * How many zero bytes to write right after a batch of `length` bytes at
- * `position`, when the file's written region ends at `prefilled` and the
- * segment takes no appends past `limit`: none while the batch fits in the
- * region or is `PREFILL_BELOW` or larger, else up to `PREFILL_BYTES` past
- * its end (never past `limit`).
- */
-export const zerosAfter = (position: number, length: number, prefilled: number, limit: number): number => {
-  const end = position + length
-  if (end <= prefilled || length >= PREFILL_BELOW) return 0
-  return Math.max(0, Math.min(end + PREFILL_BYTES, limit) - end)
-}
 
 /** The largest run of chunks copied together into one `write`. */
 const RUN_BYTES = 1024 * 1024

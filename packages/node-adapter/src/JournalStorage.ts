@@ -113,25 +113,10 @@ const WRITE_THROUGH = typeof fs.constants.O_DSYNC === "number"
 
 const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | (WRITE_THROUGH ? fs.constants.O_DSYNC : 0)
 
-/** A batch smaller than this extends the zeroed region ahead of it; a larger one is written alone. */
-export const PREFILL_BELOW = 64 * 1024
-/** How far ahead of a small batch's end the zeroed region is extended. */
-export const PREFILL_BYTES = 256 * 1024
+/** The zero-prefill rule, the same on Node and Deno (see `JournalFrame.zerosAfter`). */
+export const { PREFILL_BELOW, PREFILL_BYTES, zerosAfter } = JournalFrame
 
 const ZEROS = new Uint8Array(PREFILL_BYTES)
-
-/**
- * How many zero bytes to write right after a batch of `length` bytes at
- * `position`, when the file's written region ends at `prefilled` and the
- * segment takes no appends past `limit`: none while the batch fits in the
- * region or is `PREFILL_BELOW` or larger, else up to `PREFILL_BYTES` past
- * its end (never past `limit`).
- */
-export const zerosAfter = (position: number, length: number, prefilled: number, limit: number): number => {
-  const end = position + length
-  if (end <= prefilled || length >= PREFILL_BELOW) return 0
-  return Math.max(0, Math.min(end + PREFILL_BYTES, limit) - end)
-}
 
 /** The chunks left once `written` bytes of `chunks` are written. */
 const rest = (chunks: ReadonlyArray<Uint8Array>, written: number): Array<Uint8Array> => {

@@ -338,3 +338,27 @@ export class FrameDecoder {
     return out
   }
 }
+
+// ---------------------------------------------------------------------------
+// Zero prefill (both adapters)
+// ---------------------------------------------------------------------------
+
+/** A batch smaller than this extends a segment's zero-filled region ahead of it; a larger one is written alone. */
+export const PREFILL_BELOW = 64 * 1024
+/** How far ahead of a small batch's end the zero-filled region is extended. */
+export const PREFILL_BYTES = 256 * 1024
+
+/**
+ * How many zero bytes an adapter writes right after a batch of `length`
+ * bytes at `position`, when the segment's written region ends at
+ * `prefilled` and the segment takes no appends past `limit`: none while the
+ * batch fits in the region or is `PREFILL_BELOW` or larger, else up to
+ * `PREFILL_BYTES` past its end (never past `limit`). Small batches then land
+ * in blocks already on the disk, so their durable write commits no new file
+ * size; big ones are not written twice.
+ */
+export const zerosAfter = (position: number, length: number, prefilled: number, limit: number): number => {
+  const end = position + length
+  if (end <= prefilled || length >= PREFILL_BELOW) return 0
+  return Math.max(0, Math.min(end + PREFILL_BYTES, limit) - end)
+}
