@@ -122,8 +122,9 @@
  * - `unlink(name)` (a missing file is fine), `syncDir(dir)` (`""` is the
  *   directory itself), and optionally a native `crc32`.
  *
- * On Deno: `Deno.open({ createNew, write })`, `FsFile.seek` and
- * `FsFile.write` in a loop, `FsFile.syncData`, `FsFile.truncate`,
+ * On Deno: `Deno.open({ createNew, write })`, `FsFile.seek`, and
+ * `FsFile.writeSync` (batches up to 512 KiB) or `FsFile.write` in a loop,
+ * `FsFile.syncData`, `FsFile.truncate`,
  * `Deno.readDir`, `Deno.remove`, and `Deno.link` (or `createNew`) for the
  * lock.
  *
