@@ -51,7 +51,8 @@ const sourceTable = (sc) => {
   for (const s of sc.skipped ?? []) out.push(`| ${s.label} | ${s.reason} | | | | | |`)
   out.push("")
   out.push(
-    `${sc.rows.length > 0 ? `Messages per run: ${[...new Set(sc.rows.map((r) => `${r.label} ${fmt(r.runs[0]?.messages)}`))].join(", ")}. ` : ""}` +
+    `${sc.runs !== undefined ? `${sc.runs} timed run${sc.runs === 1 ? "" : "s"} per server, interleaved; the median is shown. ` : ""}` +
+      `${sc.rows.length > 0 ? `Messages per run: ${[...new Set(sc.rows.map((r) => `${r.label} ${fmt(r.runs[0]?.messages)}`))].join(", ")}. ` : ""}` +
       `Sessions ${sc.sessions}, message body ${fmt(sc.size / 1024)} KiB${sc.persistent ? ", persistent sessions (-d)" : ", one connection per message"}. ` +
       "Server CPU: user + system time of the server's processes (threads and reaped children included) per message. " +
       "Peak memory: VmHWM of the server process; for Postfix the peak of the summed PSS of its master and children, sampled every 0.5 s."
@@ -165,7 +166,9 @@ export const targets = (result) => {
 export const markdown = (result) => {
   const m = result.machine
   const out = []
-  out.push(`## Results of ${result.date.slice(0, 10)} (${result.runs} timed run${result.runs === 1 ? "" : "s"} per server, medians${result.quick ? ", QUICK mode" : ""})`)
+  const counts = [...new Set(result.scenarios.map((sc) => sc.runs).filter((n) => n !== undefined))].sort((a, b) => b - a)
+  const runs = counts.length === 0 ? `${result.runs}` : counts.join(" or ")
+  out.push(`## Results of ${result.date.slice(0, 10)} (${runs} timed run${runs === "1" ? "" : "s"} per server, medians${result.quick ? ", QUICK mode" : ""})`)
   out.push("")
   out.push(
     `Machine: ${m.nproc} × ${m.model}, ${fmt(m.memoryGiB)} GiB, ${m.os}, Linux ${m.kernel}; temp dir on ${m.tmpFilesystem}; open files hard limit ${m.nofileHardLimit}. ` +
