@@ -1,5 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
 import * as TestClock from "effect/testing/TestClock"
@@ -182,6 +184,103 @@ describe("DurableQueue", () => {
       )
       expect((yield* Ref.get(second.calls)).map((c) => c.recipients)).toEqual([["b@b.test"]])
       expect(yield* storage.list()).toEqual([])
+    }))
+
+  it.effect("a message written while a resync lists the storage is attempted at once, not at the next poll", () =>
+    Effect.gen(function*() {
+      const { relay, calls } = yield* scripted(() => ok)
+      const memory = yield* QueueStorage.makeMemory
+      // a slow listing: its snapshot is taken, then it waits for `gate`
+      const listing = yield* Deferred.make<void>()
+      const gate = yield* Deferred.make<void>()
+      let slow = false
+      const storage: QueueStorage.Service = {
+        ...memory,
+        list: () =>
+          Effect.gen(function*() {
+            const snapshot = yield* memory.list()
+            if (slow) {
+              yield* Deferred.succeed(listing, undefined)
+              yield* Deferred.await(gate)
+            }
+            return snapshot
+          })
+      }
+      const q = yield* DurableQueue.make({ hostname: "mx.test", pollMs: minute }).pipe(
+        Effect.provide(Layer.mergeAll(Layer.succeed(Relay.Relay, relay), Layer.succeed(QueueStorage.QueueStorage, storage)))
+      )
+      // one message delivered and removed before the listing, one written during it
+      const first = envelope(["early@b.test"])
+      yield* q.queue.enqueue(first)
+      yield* q.idle
+      slow = true
+      yield* TestClock.adjust(minute)
+      yield* Deferred.await(listing)
+      slow = false
+      const during = envelope(["during@b.test"])
+      expect((yield* q.queue.enqueue(during))._tag).toBe("Queued")
+      yield* Deferred.succeed(gate, undefined)
+      // delivered at once, not a poll (a minute) later
+      yield* q.idle
+      expect((yield* Ref.get(calls)).map((c) => c.recipients)).toEqual([["early@b.test"], ["during@b.test"]])
+      expect(yield* storage.list()).toEqual([])
+    }))
+
+  it.effect("a message removed while a resync lists the storage is not scheduled again", () =>
+    Effect.gen(function*() {
+      const memory = yield* QueueStorage.makeMemory
+      const listing = yield* Deferred.make<void>()
+      const gate = yield* Deferred.make<void>()
+      const relayGate = yield* Deferred.make<void>()
+      let slow = false
+      const claims: Array<string> = []
+      const storage: QueueStorage.Service = {
+        ...memory,
+        claim: (id, owner, now, leaseMs) => Effect.suspend(() => (claims.push(id), memory.claim(id, owner, now, leaseMs))),
+        list: () =>
+          Effect.gen(function*() {
+            const gated = slow
+            const snapshot = yield* memory.list()
+            if (gated) {
+              yield* Deferred.succeed(listing, undefined)
+              yield* Deferred.await(gate)
+            }
+            return snapshot
+          })
+      }
+      const relay: Relay.Relay["Service"] = {
+        attempt: (env) =>
+          Effect.gen(function*() {
+            if (env.recipients[0] === "slow@b.test") yield* Deferred.await(relayGate)
+            return { recipients: env.recipients.map(() => ({ outcome: "delivered" as const, reply: ok })), remote: "mx.b.test", tls: undefined }
+          })
+      }
+      const q = yield* DurableQueue.make({ hostname: "mx.test", pollMs: hour }).pipe(
+        Effect.provide(Layer.mergeAll(Layer.succeed(Relay.Relay, relay), Layer.succeed(QueueStorage.QueueStorage, storage)))
+      )
+      // the scheduler is past its first listing once a message has been delivered
+      yield* q.queue.enqueue(envelope(["warm@b.test"]))
+      yield* q.idle
+      // a message whose delivery is under way when a flush lists the storage
+      const m = envelope(["slow@b.test"])
+      yield* q.queue.enqueue(m)
+      while ((yield* q.inFlight).length === 0) yield* Effect.yieldNow
+      slow = true
+      const flushing = yield* Effect.forkChild(q.flush)
+      yield* Deferred.await(listing)
+      slow = false
+      // it is delivered and removed while the listing (which still has it) waits
+      yield* Deferred.succeed(relayGate, undefined)
+      yield* q.idle
+      expect(yield* memory.list()).toEqual([])
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(flushing)
+      yield* q.idle
+      yield* TestClock.adjust(2 * minute)
+      yield* q.idle
+      // claimed once each: the stale listing did not bring the removed message back
+      expect(claims).toEqual([claims[0], m.id])
+      expect(yield* q.inFlight).toEqual([])
     }))
 
   it.effect("answers 451 when storage fails and stores nothing", () =>

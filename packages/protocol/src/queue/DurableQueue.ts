@@ -132,6 +132,17 @@ export const make = <R = never>(
     const running = new Set<string>()
     /** Ids removed by their attempt, whose lease is gone with them. */
     const gone = new Set<string>()
+    /**
+     * One set per resync under way: the ids whose schedule this process
+     * changed while that resync was listing the storage. Its listing may be
+     * older than what this process knows of them (a message written after
+     * the directory was read, one delivered and removed meanwhile), so the
+     * resync leaves them as they are.
+     */
+    const listings = new Set<Set<string>>()
+    const touch = (id: string): void => {
+      for (const l of listings) l.add(id)
+    }
     const wake = yield* EQueue.sliding<void>(1)
     const fibers = yield* FiberSet.make<void, never>()
     const signal = Effect.asVoid(EQueue.offer(wake, undefined))
@@ -144,6 +155,7 @@ export const make = <R = never>(
       envelopes.length === 1
         ? Effect.map(storage.write(envelopes[0]!, { nextAttemptAt: now }), (id) => {
           schedule.set(id, now)
+          touch(id)
           return [id]
         })
         : writeMany(envelopes, now)
@@ -163,7 +175,10 @@ export const make = <R = never>(
           return yield* Effect.fail(failure.failure)
         }
         const ids = results.map((r) => (r._tag === "Success" ? r.success : ""))
-        for (const id of ids) schedule.set(id, now)
+        for (const id of ids) {
+          schedule.set(id, now)
+          touch(id)
+        }
         return ids
       })
 
@@ -195,6 +210,7 @@ export const make = <R = never>(
         const claimedAt = yield* Clock.currentTimeMillis
         if (!(yield* storage.claim(id, owner, claimedAt, leaseMs))) {
           schedule.set(id, claimedAt + leaseMs)
+          touch(id)
           return
         }
         // A removed message has no lease left to release (and releasing it would cost a write).
@@ -210,6 +226,7 @@ export const make = <R = never>(
         const { envelope, meta } = yield* storage.read(id)
         if (meta.held) {
           schedule.delete(id)
+          touch(id)
           return
         }
         const pending = meta.recipients.flatMap((r, i) => (r.status === "pending" ? [i] : []))
@@ -217,6 +234,7 @@ export const make = <R = never>(
           yield* storage.remove(id)
           gone.add(id)
           schedule.delete(id)
+          touch(id)
           return
         }
         const sub = Envelope.withRecipients(envelope, pending)
@@ -289,6 +307,7 @@ export const make = <R = never>(
           yield* storage.remove(id)
           gone.add(id)
           schedule.delete(id)
+          touch(id)
           return
         }
         yield* storage.recordResults(id, records)
@@ -296,18 +315,26 @@ export const make = <R = never>(
         const nextAttemptAt = Math.min(now + retryDelay(retry, attempts), envelope.timestamp + retry.maxAge)
         yield* storage.reschedule(id, { attempts, nextAttemptAt, delayWarned })
         schedule.set(id, Math.max(nextAttemptAt, now + 1))
+        touch(id)
       })
 
     /** Re-reads the storage: new messages of other processes, changed schedules, holds. */
-    const resync = Effect.gen(function*() {
-      const metas = yield* storage.list()
-      const seen = new Set<string>()
-      for (const m of metas) {
-        seen.add(m.id)
-        if (m.held) schedule.delete(m.id)
-        else if (!running.has(m.id)) schedule.set(m.id, m.nextAttemptAt)
-      }
-      for (const id of schedule.keys()) if (!seen.has(id) && !running.has(id)) schedule.delete(id)
+    const resync = Effect.suspend(() => {
+      const changed = new Set<string>()
+      listings.add(changed)
+      return storage.list().pipe(
+        Effect.map((metas) => {
+          const seen = new Set<string>()
+          for (const m of metas) {
+            seen.add(m.id)
+            if (changed.has(m.id)) continue
+            if (m.held) schedule.delete(m.id)
+            else if (!running.has(m.id)) schedule.set(m.id, m.nextAttemptAt)
+          }
+          for (const id of schedule.keys()) if (!seen.has(id) && !running.has(id) && !changed.has(id)) schedule.delete(id)
+        }),
+        Effect.ensuring(Effect.sync(() => listings.delete(changed)))
+      )
     })
 
     const dispatchDue = Effect.gen(function*() {
@@ -322,6 +349,7 @@ export const make = <R = never>(
         if (running.size >= concurrency) break
         running.add(id)
         schedule.delete(id)
+        touch(id)
         yield* FiberSet.run(
           fibers,
           attempt(id).pipe(
@@ -332,12 +360,14 @@ export const make = <R = never>(
                   yield* Effect.logError("attempt failed").pipe(Effect.annotateLogs({ id, cause: Cause.pretty(cause) }))
                   const t = yield* Clock.currentTimeMillis
                   schedule.set(id, t + retry.intervals[0]!)
+                  touch(id)
                 })
             ),
             // the scheduler is needed again only when something waits: a
             // delivered and removed message leaves nothing behind
             Effect.ensuring(Effect.suspend(() => {
               running.delete(id)
+              touch(id)
               return schedule.size > 0 ? signal : Effect.void
             }))
           )
@@ -411,6 +441,7 @@ export const make = <R = never>(
           const meta = yield* storage.meta(id)
           yield* storage.reschedule(id, { attempts: meta.attempts, nextAttemptAt: now })
           schedule.set(id, now)
+          touch(id)
           yield* signal
         }),
       idle,
