@@ -53,9 +53,13 @@ const value = (name) => {
   return i >= 0 ? argv[i + 1] : argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1]
 }
 const QUICK = flag("quick")
-/** Timed runs per server: `--runs N` for every scenario, else the scenario's own `runs`, else 3 (1 with --quick). */
+/**
+ * Timed runs per server: `--runs N` for every scenario, else the scenario's own `runs`, else 5 (1 with --quick).
+ * 5, not 3: this machine's speed swings from minute to minute, and with medians of 3 the accept ratio to Postfix
+ * read 1.3x to 2.1x from one invocation to the next, and Deno ÷ Node 0.69x to 0.93x at 100 KiB.
+ */
 const RUNS_ASKED = value("runs") === undefined ? undefined : Number(value("runs"))
-const RUNS = RUNS_ASKED ?? (QUICK ? 1 : 3)
+const RUNS = RUNS_ASKED ?? (QUICK ? 1 : 5)
 const runsOf = (sc) => RUNS_ASKED ?? (QUICK ? 1 : sc.runs ?? RUNS)
 const ONLY = value("only")?.split(",")
 const SERVERS = value("servers")?.split(",")
@@ -294,9 +298,6 @@ const SCENARIOS = [
     size: 5 * 1024,
     // 3,000 a run: a run of 1,000 lasted under a second here, and its medians swung by a third from run to run
     messages: 3000,
-    // 5 runs, not 3: this machine's speed swings from minute to minute, and a median of 3 moved the ratio to
-    // Postfix between 1.3x and 2.1x from one invocation to the next
-    runs: 5,
     warmup: 2500,
     estimateS: 220,
     // smtp-server waits 100 ms before every greeting (its early-talker check), so it runs at under 200 msgs/s here
@@ -313,10 +314,9 @@ const SCENARIOS = [
     persistent: true,
     sessions: 20,
     size: 5 * 1024,
-    // 2,400 a run and 5 runs: a run of 1,200 lasted about 0.4 s for Mailroom on Node, and the Deno ÷ Node ratio
-    // read 0.69x to 0.86x from one invocation to the next
+    // 2,400 a run: a run of 1,200 lasted about 0.4 s for Mailroom on Node, and the Deno ÷ Node ratio read 0.69x to
+    // 0.86x from one invocation to the next
     messages: 2400,
-    runs: 5,
     warmup: 2500,
     estimateS: 75,
     servers: LOAD_SERVERS
@@ -332,8 +332,6 @@ const SCENARIOS = [
     messages: 300,
     // smtp-server waits 100 ms before every greeting (early-talker check): fewer messages keep the run short
     messagesFor: { "smtp-server": 30 },
-    // 5 short runs: one slow spell of the machine in a run of 3 decided the median
-    runs: 5,
     warmup: 2500,
     estimateS: 85,
     warmupFor: { "smtp-server": 600 },
@@ -353,7 +351,7 @@ const SCENARIOS = [
     messagesFor: { "smtp-server": 400 },
     warmup: 1000,
     warmupFor: { "smtp-server": 400 },
-    estimateS: 75,
+    estimateS: 95,
     servers: LOAD_SERVERS
   },
   {
@@ -365,8 +363,6 @@ const SCENARIOS = [
     sessions: 20,
     size: 5 * 1024,
     messages: 800,
-    // 5 runs: with 3, the ratio to Postfix read 1.50x and 1.94x in two invocations an hour apart
-    runs: 5,
     warmup: 1500,
     estimateS: 125,
     servers: ["mailroom-node", "mailroom-deno", "mailroom-node-disk", "postfix", "smtp-sink"]
