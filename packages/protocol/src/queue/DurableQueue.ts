@@ -143,6 +143,16 @@ export const make = <R = never>(
     const touch = (id: string): void => {
       for (const l of listings) l.add(id)
     }
+    /** Sets an id's next attempt time on this process's behalf (a resync under way leaves it alone). */
+    const plan = (id: string, at: number): void => {
+      schedule.set(id, at)
+      touch(id)
+    }
+    /** Takes an id off the schedule on this process's behalf. */
+    const unplan = (id: string): void => {
+      schedule.delete(id)
+      touch(id)
+    }
     const wake = yield* EQueue.sliding<void>(1)
     const fibers = yield* FiberSet.make<void, never>()
     const signal = Effect.asVoid(EQueue.offer(wake, undefined))
@@ -154,8 +164,7 @@ export const make = <R = never>(
     ): Effect.Effect<ReadonlyArray<string>, QueueStorage.StorageError> =>
       envelopes.length === 1
         ? Effect.map(storage.write(envelopes[0]!, { nextAttemptAt: now }), (id) => {
-          schedule.set(id, now)
-          touch(id)
+          plan(id, now)
           return [id]
         })
         : writeMany(envelopes, now)
@@ -176,8 +185,7 @@ export const make = <R = never>(
         }
         const ids = results.map((r) => (r._tag === "Success" ? r.success : ""))
         for (const id of ids) {
-          schedule.set(id, now)
-          touch(id)
+          plan(id, now)
         }
         return ids
       })
@@ -209,8 +217,7 @@ export const make = <R = never>(
       Effect.gen(function*() {
         const claimedAt = yield* Clock.currentTimeMillis
         if (!(yield* storage.claim(id, owner, claimedAt, leaseMs))) {
-          schedule.set(id, claimedAt + leaseMs)
-          touch(id)
+          plan(id, claimedAt + leaseMs)
           return
         }
         // A removed message has no lease left to release (and releasing it would cost a write).
@@ -225,16 +232,14 @@ export const make = <R = never>(
       Effect.gen(function*() {
         const { envelope, meta } = yield* storage.read(id)
         if (meta.held) {
-          schedule.delete(id)
-          touch(id)
+          unplan(id)
           return
         }
         const pending = meta.recipients.flatMap((r, i) => (r.status === "pending" ? [i] : []))
         if (pending.length === 0) {
           yield* storage.remove(id)
           gone.add(id)
-          schedule.delete(id)
-          touch(id)
+          unplan(id)
           return
         }
         const sub = Envelope.withRecipients(envelope, pending)
@@ -306,16 +311,14 @@ export const make = <R = never>(
           // before the removal repeats this attempt (at least once), it never loses a recipient.
           yield* storage.remove(id)
           gone.add(id)
-          schedule.delete(id)
-          touch(id)
+          unplan(id)
           return
         }
         yield* storage.recordResults(id, records)
         const attempts = meta.attempts + 1
         const nextAttemptAt = Math.min(now + retryDelay(retry, attempts), envelope.timestamp + retry.maxAge)
         yield* storage.reschedule(id, { attempts, nextAttemptAt, delayWarned })
-        schedule.set(id, Math.max(nextAttemptAt, now + 1))
-        touch(id)
+        plan(id, Math.max(nextAttemptAt, now + 1))
       })
 
     /** Re-reads the storage: new messages of other processes, changed schedules, holds. */
@@ -348,8 +351,7 @@ export const make = <R = never>(
         }
         if (running.size >= concurrency) break
         running.add(id)
-        schedule.delete(id)
-        touch(id)
+        unplan(id)
         yield* FiberSet.run(
           fibers,
           attempt(id).pipe(
@@ -359,8 +361,7 @@ export const make = <R = never>(
                 : Effect.gen(function*() {
                   yield* Effect.logError("attempt failed").pipe(Effect.annotateLogs({ id, cause: Cause.pretty(cause) }))
                   const t = yield* Clock.currentTimeMillis
-                  schedule.set(id, t + retry.intervals[0]!)
-                  touch(id)
+                  plan(id, t + retry.intervals[0]!)
                 })
             ),
             // the scheduler is needed again only when something waits: a
@@ -440,8 +441,7 @@ export const make = <R = never>(
           const now = yield* Clock.currentTimeMillis
           const meta = yield* storage.meta(id)
           yield* storage.reschedule(id, { attempts: meta.attempts, nextAttemptAt: now })
-          schedule.set(id, now)
-          touch(id)
+          plan(id, now)
           yield* signal
         }),
       idle,
