@@ -67,6 +67,33 @@ const setup = (answer: (recipient: string, attempts: number) => Reply.Reply, ret
     return { q, storage, calls }
   })
 
+/**
+ * Memory storage whose `list` can be made slow: while `slow` is set when a
+ * listing starts, it takes its snapshot, resolves `listing`, and returns only
+ * once `gate` is resolved (a DiskStorage listing reading many records).
+ */
+const slowListing = (memory: QueueStorage.Service, extra: Partial<QueueStorage.Service> = {}) =>
+  Effect.gen(function*() {
+    const listing = yield* Deferred.make<void>()
+    const gate = yield* Deferred.make<void>()
+    const control = { slow: false, listing, gate }
+    const storage: QueueStorage.Service = {
+      ...memory,
+      ...extra,
+      list: () =>
+        Effect.gen(function*() {
+          const gated = control.slow
+          const snapshot = yield* memory.list()
+          if (gated) {
+            yield* Deferred.succeed(listing, undefined)
+            yield* Deferred.await(gate)
+          }
+          return snapshot
+        })
+    }
+    return { storage, control }
+  })
+
 describe("DurableQueue", () => {
   it.effect("stores before answering, delivers at once, then removes", () =>
     Effect.gen(function*() {
@@ -189,23 +216,7 @@ describe("DurableQueue", () => {
   it.effect("a message written while a resync lists the storage is attempted at once, not at the next poll", () =>
     Effect.gen(function*() {
       const { relay, calls } = yield* scripted(() => ok)
-      const memory = yield* QueueStorage.makeMemory
-      // a slow listing: its snapshot is taken, then it waits for `gate`
-      const listing = yield* Deferred.make<void>()
-      const gate = yield* Deferred.make<void>()
-      let slow = false
-      const storage: QueueStorage.Service = {
-        ...memory,
-        list: () =>
-          Effect.gen(function*() {
-            const snapshot = yield* memory.list()
-            if (slow) {
-              yield* Deferred.succeed(listing, undefined)
-              yield* Deferred.await(gate)
-            }
-            return snapshot
-          })
-      }
+      const { storage, control } = yield* slowListing(yield* QueueStorage.makeMemory)
       const q = yield* DurableQueue.make({ hostname: "mx.test", pollMs: minute }).pipe(
         Effect.provide(Layer.mergeAll(Layer.succeed(Relay.Relay, relay), Layer.succeed(QueueStorage.QueueStorage, storage)))
       )
@@ -213,13 +224,13 @@ describe("DurableQueue", () => {
       const first = envelope(["early@b.test"])
       yield* q.queue.enqueue(first)
       yield* q.idle
-      slow = true
+      control.slow = true
       yield* TestClock.adjust(minute)
-      yield* Deferred.await(listing)
-      slow = false
+      yield* Deferred.await(control.listing)
+      control.slow = false
       const during = envelope(["during@b.test"])
       expect((yield* q.queue.enqueue(during))._tag).toBe("Queued")
-      yield* Deferred.succeed(gate, undefined)
+      yield* Deferred.succeed(control.gate, undefined)
       // delivered at once, not a poll (a minute) later
       yield* q.idle
       expect((yield* Ref.get(calls)).map((c) => c.recipients)).toEqual([["early@b.test"], ["during@b.test"]])
@@ -229,25 +240,11 @@ describe("DurableQueue", () => {
   it.effect("a message removed while a resync lists the storage is not scheduled again", () =>
     Effect.gen(function*() {
       const memory = yield* QueueStorage.makeMemory
-      const listing = yield* Deferred.make<void>()
-      const gate = yield* Deferred.make<void>()
       const relayGate = yield* Deferred.make<void>()
-      let slow = false
       const claims: Array<string> = []
-      const storage: QueueStorage.Service = {
-        ...memory,
-        claim: (id, owner, now, leaseMs) => Effect.suspend(() => (claims.push(id), memory.claim(id, owner, now, leaseMs))),
-        list: () =>
-          Effect.gen(function*() {
-            const gated = slow
-            const snapshot = yield* memory.list()
-            if (gated) {
-              yield* Deferred.succeed(listing, undefined)
-              yield* Deferred.await(gate)
-            }
-            return snapshot
-          })
-      }
+      const { storage, control } = yield* slowListing(memory, {
+        claim: (id, owner, now, leaseMs) => Effect.suspend(() => (claims.push(id), memory.claim(id, owner, now, leaseMs)))
+      })
       const relay: Relay.Relay["Service"] = {
         attempt: (env) =>
           Effect.gen(function*() {
@@ -265,15 +262,15 @@ describe("DurableQueue", () => {
       const m = envelope(["slow@b.test"])
       yield* q.queue.enqueue(m)
       while ((yield* q.inFlight).length === 0) yield* Effect.yieldNow
-      slow = true
+      control.slow = true
       const flushing = yield* Effect.forkChild(q.flush)
-      yield* Deferred.await(listing)
-      slow = false
+      yield* Deferred.await(control.listing)
+      control.slow = false
       // it is delivered and removed while the listing (which still has it) waits
       yield* Deferred.succeed(relayGate, undefined)
       yield* q.idle
       expect(yield* memory.list()).toEqual([])
-      yield* Deferred.succeed(gate, undefined)
+      yield* Deferred.succeed(control.gate, undefined)
       yield* Fiber.join(flushing)
       yield* q.idle
       yield* TestClock.adjust(2 * minute)
