@@ -38,6 +38,10 @@ export interface SuiteOptions {
 
 type Storage = QueueStorage.Service
 
+/** Orders rows by their first cell, an id (as `list` orders its metadata). */
+const byFirst = (x: ReadonlyArray<unknown>, y: ReadonlyArray<unknown>): number =>
+  String(x[0]) < String(y[0]) ? -1 : String(x[0]) > String(y[0]) ? 1 : 0
+
 const random = (n: number): Uint8Array => globalThis.crypto.getRandomValues(new Uint8Array(n))
 
 /** A fresh envelope id. */
@@ -429,6 +433,50 @@ export const queueStorageScenarios = (
               Assert.equal((yield* a.meta(env.id)).recipients.map((r) => r.reply), ["250 a", "250 b"])
               yield* b.remove(env.id)
               Assert.equal(yield* reasonOf(a.read(env.id)), "NotFound")
+            }),
+            reopen,
+            { local: true }
+          )
+        ))
+
+      // A storage may keep what it listed (the disk storages index records older than 2 s, by
+      // inode and times): every change the other instance makes must still show in the next listing.
+      test("a listing shows every change another instance made since the last one, even right after it", () =>
+        run((a) =>
+          Effect.provide(
+            Effect.gen(function*() {
+              const b = yield* QueueStorage.QueueStorage
+              const envs = [simpleEnvelope(1), simpleEnvelope(1), simpleEnvelope(1)]
+              for (const e of envs) yield* b.write(e, { nextAttemptAt: 10 })
+              const [held, moved, gone] = envs.map((e) => e.id) as [string, string, string]
+              const mine = (all: ReadonlyArray<QueueStorage.Meta>) =>
+                all.filter((m) => envs.some((e) => e.id === m.id) || m.id === added.id)
+              const added = simpleEnvelope(1)
+              // old enough to be indexed, then listed twice (the second from the index)
+              yield* Effect.sleep("2200 millis")
+              const first = mine(yield* a.list())
+              Assert.equal(mine(yield* a.list()), first)
+              Assert.equal(first.map((m) => [m.id, m.held, m.attempts, m.nextAttemptAt]), envs.map((e) => [e.id, false, 0, 10]).sort(byFirst))
+              yield* b.setHeld(held, true)
+              yield* b.reschedule(moved, { attempts: 3, nextAttemptAt: 77, delayWarned: true })
+              yield* b.remove(gone)
+              yield* b.write(added, { nextAttemptAt: 5 })
+              const second = mine(yield* a.list())
+              Assert.equal(
+                second.map((m) => [m.id, m.held, m.attempts, m.nextAttemptAt, m.delayWarned]),
+                [
+                  [held, true, 0, 10, false],
+                  [moved, false, 3, 77, true],
+                  [added.id, false, 0, 5, false]
+                ].sort(byFirst)
+              )
+              // changes in quick succession, each followed at once by a listing
+              for (const at of [78, 79, 80]) {
+                yield* b.reschedule(moved, { attempts: 4, nextAttemptAt: at, delayWarned: true })
+                Assert.equal((yield* a.list()).find((m) => m.id === moved)?.nextAttemptAt, at)
+              }
+              yield* b.setHeld(held, false)
+              Assert.equal((yield* a.list()).find((m) => m.id === held)?.held, false)
             }),
             reopen,
             { local: true }

@@ -33,7 +33,8 @@
  * other pids are assumed alive and only the lock age breaks a lock.
  *
  * What it deliberately does not do: share a directory across hosts or PID
- * namespaces, compress, or index (`list` reads every record, never bodies).
+ * namespaces, or compress. `list` reads only the records that changed since
+ * the last listing (`DiskLayout.RecordIndex`), and never bodies.
  *
  * @since 0.1.0
  */
@@ -272,35 +273,41 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
 
     const meta = (id: string) => io("meta", id, async () => decode("meta", id, await readRecord("meta", id)).meta)
 
+    /** What each record said when last read, so that a listing reads only the changed ones. */
+    const index = new DiskLayout.RecordIndex()
+    const listIo: DiskLayout.ListIo = {
+      version: async (id) => {
+        let st: Deno.FileInfo
+        try {
+          st = await Deno.stat(metaPath(id))
+        } catch (e) {
+          if (isMissing(e)) return undefined
+          throw e
+        }
+        // without an inode number or a ctime (not Linux or macOS) the record is read every time
+        if (st.ino === null || st.ctime === null || st.mtime === null) return undefined
+        return { ino: st.ino, size: st.size, mtimeMs: st.mtime.getTime(), ctimeMs: st.ctime.getTime() }
+      },
+      readText: async (id) => {
+        try {
+          return await Deno.readTextFile(metaPath(id))
+        } catch (e) {
+          if (isMissing(e)) return undefined
+          throw e
+        }
+      },
+      decode: (id, text) => decode("list", id, text).meta,
+      quarantine
+    }
+
     const list = () =>
       Effect.flatMap(
-        io("list", undefined, async () => {
-          const ids = DiskLayout.idsOf(await readDirNames(dirs.meta), "json")
-          const metas: Array<QueueStorage.Meta> = []
-          const warnings: Array<Warning> = []
-          for (let i = 0; i < ids.length; i += 64) {
-            await Promise.all(ids.slice(i, i + 64).map(async (id) => {
-              let text: string
-              try {
-                text = await Deno.readTextFile(metaPath(id))
-              } catch (e) {
-                if (isMissing(e)) return // removed meanwhile
-                throw e
-              }
-              try {
-                metas.push(decode("list", id, text).meta)
-              } catch (e) {
-                if (!(e instanceof QueueStorage.StorageError)) throw e
-                await quarantine(id)
-                warnings.push({ message: DiskLayout.listWarning(e, dirs.corrupt) })
-              }
-            }))
-          }
-          metas.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-          return { metas, warnings }
-        }),
-        ({ metas, warnings }) =>
-          Effect.as(Effect.forEach(warnings, (w) => Effect.logWarning(w.message)), metas as ReadonlyArray<QueueStorage.Meta>)
+        io("list", undefined, async () => index.list(DiskLayout.idsOf(await readDirNames(dirs.meta), "json"), Date.now(), listIo)),
+        ({ metas, quarantined }) =>
+          Effect.as(
+            Effect.forEach(quarantined, (e) => Effect.logWarning(DiskLayout.listWarning(e, dirs.corrupt))),
+            metas
+          )
       )
 
     const update = <A>(id: string, operation: string, f: (meta: QueueStorage.Meta) => QueueStorage.Update<A>) =>

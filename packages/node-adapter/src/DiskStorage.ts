@@ -59,8 +59,9 @@
  * logged (`Effect.logWarning`) — never a crash loop.
  *
  * What it deliberately does not do: share a directory across hosts or PID
- * namespaces (liveness of other writers is checked by pid), compress, or
- * index (`list` reads every record; bodies are never read by `list`).
+ * namespaces (liveness of other writers is checked by pid), or compress.
+ * `list` reads only the records that changed since the last listing (it
+ * `stat`s the others: `DiskLayout.RecordIndex`), and never bodies.
  *
  * @since 0.1.0
  */
@@ -320,34 +321,38 @@ export const make = (options: Options): Effect.Effect<QueueStorage.Service, Queu
 
     const meta = (id: string) => io("meta", id, async () => decode("meta", id, await readRecord("meta", id)).meta)
 
+    /** What each record said when last read, so that a listing reads only the changed ones. */
+    const index = new DiskLayout.RecordIndex()
+    const listIo: DiskLayout.ListIo = {
+      version: async (id) => {
+        try {
+          const st = await stat(metaPath(id))
+          return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs }
+        } catch (e) {
+          if (isMissing(e)) return undefined
+          throw e
+        }
+      },
+      readText: async (id) => {
+        try {
+          return await readText(metaPath(id))
+        } catch (e) {
+          if (isMissing(e)) return undefined
+          throw e
+        }
+      },
+      decode: (id, text) => decode("list", id, text).meta,
+      quarantine
+    }
+
     const list = () =>
       Effect.flatMap(
-        io("list", undefined, async () => {
-          const ids = DiskLayout.idsOf(await readdir(dirs.meta), "json")
-          const metas: Array<QueueStorage.Meta> = []
-          const warnings: Array<Warning> = []
-          for (let i = 0; i < ids.length; i += 64) {
-            await Promise.all(ids.slice(i, i + 64).map(async (id) => {
-              let text: string
-              try {
-                text = await readText(metaPath(id))
-              } catch (e) {
-                if (isMissing(e)) return // removed meanwhile
-                throw e
-              }
-              try {
-                metas.push(decode("list", id, text).meta)
-              } catch (e) {
-                if (!(e instanceof QueueStorage.StorageError)) throw e
-                await quarantine(id)
-                warnings.push({ message: DiskLayout.listWarning(e, dirs.corrupt) })
-              }
-            }))
-          }
-          metas.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-          return { metas, warnings }
-        }),
-        ({ metas, warnings }) => Effect.as(Effect.forEach(warnings, (w) => Effect.logWarning(w.message)), metas as ReadonlyArray<QueueStorage.Meta>)
+        io("list", undefined, async () => index.list(DiskLayout.idsOf(await readdir(dirs.meta), "json"), Date.now(), listIo)),
+        ({ metas, quarantined }) =>
+          Effect.as(
+            Effect.forEach(quarantined, (e) => Effect.logWarning(DiskLayout.listWarning(e, dirs.corrupt))),
+            metas
+          )
       )
 
     const update = <A>(id: string, operation: string, f: (meta: QueueStorage.Meta) => QueueStorage.Update<A>) =>

@@ -198,3 +198,107 @@ describe("DiskLayout coordination", () => {
     expect(log).toEqual(["1 start", "other", "1 end", "2"])
   })
 })
+
+describe("DiskLayout RecordIndex", () => {
+  /** A meta/ directory in memory: each record's text and version, with every read counted. */
+  const directory = (now: number) => {
+    const files = new Map<string, { text: string; version: DiskLayout.RecordVersion | undefined }>()
+    let ino = 100
+    const reads: Array<string> = []
+    const quarantined: Array<string> = []
+    const put = (m: QueueStorage.Meta, at = now - 10_000, text?: string) =>
+      files.set(m.id, {
+        text: text ?? DiskLayout.encodeRecord({ ...envelope, id: m.id }, m),
+        version: { ino: ino++, size: 300, mtimeMs: at, ctimeMs: at }
+      })
+    const io: DiskLayout.ListIo = {
+      version: async (id) => files.get(id)?.version,
+      readText: async (id) => {
+        reads.push(id)
+        return files.get(id)?.text
+      },
+      decode: (id, text) => {
+        const r = DiskLayout.decodeRecord("list", id, `meta/${id}.json`, text)
+        if (Result.isFailure(r)) throw r.failure
+        return r.success.meta
+      },
+      quarantine: async (id) => {
+        quarantined.push(id)
+        files.delete(id)
+      }
+    }
+    return { files, put, io, reads, quarantined }
+  }
+  const metaOf = (n: number, patch: Partial<QueueStorage.Meta> = {}): QueueStorage.Meta => ({ ...meta, id: `m${n}`, ...patch })
+  const now = 1_800_000_000_000
+
+  it("reads a settled record once, then takes it from the index until its version changes", async () => {
+    const d = directory(now)
+    for (let n = 1; n <= 3; n++) d.put(metaOf(n))
+    const index = new DiskLayout.RecordIndex()
+    const first = await index.list(["m3", "m1", "m2"], now, d.io)
+    expect(first.metas.map((m) => m.id)).toEqual(["m1", "m2", "m3"])
+    expect(d.reads.sort()).toEqual(["m1", "m2", "m3"])
+    d.reads.length = 0
+    expect((await index.list(["m1", "m2", "m3"], now + 15_000, d.io)).metas).toEqual(first.metas)
+    expect(d.reads).toEqual([])
+    // a rewrite (a new inode), an edit in place (a new ctime only) and a chmod-like change (ctime)
+    d.put(metaOf(2, { held: true }), now + 15_000 - 5_000)
+    const v3 = d.files.get("m3")!.version!
+    d.files.set("m3", { text: DiskLayout.encodeRecord({ ...envelope, id: "m3" }, metaOf(3, { attempts: 7 })), version: { ...v3, ctimeMs: v3.ctimeMs + 1 } })
+    const second = await index.list(["m1", "m2", "m3"], now + 20_000, d.io)
+    expect(second.metas.map((m) => [m.id, m.held, m.attempts])).toEqual([["m1", false, 0], ["m2", true, 0], ["m3", false, 7]])
+    expect(d.reads.sort()).toEqual(["m2", "m3"])
+  })
+
+  it("reads a record changed less than settleMs before the listing every time (a change in the same tick keeps its times)", async () => {
+    const d = directory(now)
+    d.put(metaOf(1), now - 500)
+    const index = new DiskLayout.RecordIndex({ settleMs: 2_000 })
+    await index.list(["m1"], now, d.io)
+    // rewritten in place within the same clock tick: the same version, new text
+    d.files.set("m1", { text: DiskLayout.encodeRecord({ ...envelope, id: "m1" }, metaOf(1, { held: true })), version: d.files.get("m1")!.version })
+    expect((await index.list(["m1"], now + 1, d.io)).metas[0]!.held).toBe(true)
+    expect(d.reads).toEqual(["m1", "m1"])
+    expect(index.size).toBe(0)
+    // once settled, it is indexed
+    await index.list(["m1"], now + 5_000, d.io)
+    expect(index.size).toBe(1)
+  })
+
+  it("reads every time without a version, skips records gone meanwhile, drops ids no longer listed", async () => {
+    const d = directory(now)
+    d.put(metaOf(1))
+    d.put(metaOf(2))
+    d.files.set("m2", { ...d.files.get("m2")!, version: undefined })
+    const index = new DiskLayout.RecordIndex()
+    await index.list(["m1", "m2"], now, d.io)
+    await index.list(["m1", "m2"], now, d.io)
+    expect(d.reads.sort()).toEqual(["m1", "m2", "m2"])
+    // m1 removed between the directory listing and its read: skipped, and out of the index
+    d.files.delete("m1")
+    expect((await index.list(["m1", "m2"], now, d.io)).metas.map((m) => m.id)).toEqual(["m2"])
+    expect(index.size).toBe(0)
+    d.put(metaOf(3))
+    await index.list(["m3"], now, d.io)
+    expect(index.size).toBe(1)
+    await index.list([], now, d.io)
+    expect(index.size).toBe(0)
+  })
+
+  it("quarantines a corrupt record and returns its error; indexes at most maxEntries", async () => {
+    const d = directory(now)
+    d.put(metaOf(1))
+    d.put(metaOf(2), now - 10_000, "{not json")
+    for (let n = 3; n <= 6; n++) d.put(metaOf(n))
+    const index = new DiskLayout.RecordIndex({ maxEntries: 3 })
+    const listed = await index.list(["m1", "m2", "m3", "m4", "m5", "m6"], now, d.io)
+    expect(listed.metas.map((m) => m.id)).toEqual(["m1", "m3", "m4", "m5", "m6"])
+    expect(d.quarantined).toEqual(["m2"])
+    expect(listed.quarantined.map((e) => [e.reason, e.id])).toEqual([["Corrupt", "m2"]])
+    expect(index.size).toBe(3)
+    d.reads.length = 0
+    await index.list(["m1", "m3", "m4", "m5", "m6"], now, d.io)
+    expect(d.reads.length).toBe(2)
+  })
+})

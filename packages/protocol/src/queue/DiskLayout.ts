@@ -363,3 +363,122 @@ export const toError = (
 /** The `NotFound` error of an operation on a message that does not exist. */
 export const notFound = (operation: string, id: string): QueueStorage.StorageError =>
   QueueStorage.error("NotFound", operation, id, "no such message")
+
+// --- listing the records -----------------------------------------------------------
+
+/**
+ * One version of a record file as `stat` reports it. Every change to a
+ * record makes a new version: an update writes a new file and renames it
+ * over the name (a new inode, a new ctime), an edit in place changes the
+ * ctime, and so do `chmod`, `utimes` and a hard link. Adapters without
+ * inode numbers or ctimes (not Linux or macOS) pass `undefined` instead,
+ * and their records are read every time.
+ */
+export interface RecordVersion {
+  readonly ino: number
+  readonly size: number
+  readonly mtimeMs: number
+  readonly ctimeMs: number
+}
+
+const sameVersion = (a: RecordVersion, b: RecordVersion): boolean =>
+  a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs
+
+/** What `RecordIndex.list` asks of the adapter for each record. */
+export interface ListIo {
+  /** The record's version now; `undefined` when the file is gone or the platform has no such facts. */
+  readonly version: (id: string) => Promise<RecordVersion | undefined>
+  /** The record's text; `undefined` when the file is gone (removed meanwhile). */
+  readonly readText: (id: string) => Promise<string | undefined>
+  /** The record's metadata; throws a `StorageError` when the text is not a record of `id`. */
+  readonly decode: (id: string, text: string) => QueueStorage.Meta
+  /** Moves a corrupt record (and its body) aside. */
+  readonly quarantine: (id: string) => Promise<void>
+}
+
+/** What one listing found: every record's metadata, sorted by id, and the error of each record quarantined. */
+export interface Listing {
+  readonly metas: ReadonlyArray<QueueStorage.Meta>
+  readonly quarantined: ReadonlyArray<QueueStorage.StorageError>
+}
+
+/**
+ * The records of `meta/` with what they said the last time they were read,
+ * so that a listing reads only the records that changed since. A queue
+ * re-lists its storage every few seconds (for what other processes did); a
+ * record is a file of a few hundred bytes to decode, a `stat` is about a
+ * quarter of the cost (measured on 11,500 records: 378 against 94 ms of
+ * CPU), and most records of a large queue (deferred mail) do not change
+ * between two listings.
+ *
+ * A record is taken from the index when its version (inode, size, mtime,
+ * ctime) is the one it had when it was read. The version is taken before
+ * the read, so a record that changed between the two is read again next
+ * time, never kept with newer text than its version says. A version whose
+ * ctime or mtime is less than `settleMs` older than the listing is not
+ * indexed at all: a change within the same clock tick could leave those
+ * times as they were (the "racily clean" case of git's index). Every later
+ * change then has a later ctime than an indexed version, unless the clock
+ * steps back by more than `settleMs` meanwhile. At most `maxEntries` records
+ * are indexed; the rest are read every time.
+ */
+export class RecordIndex {
+  private readonly entries = new Map<string, { readonly version: RecordVersion; readonly meta: QueueStorage.Meta }>()
+  private readonly settleMs: number
+  private readonly maxEntries: number
+  constructor(options?: { readonly settleMs?: number; readonly maxEntries?: number }) {
+    this.settleMs = options?.settleMs ?? 2_000
+    this.maxEntries = options?.maxEntries ?? 100_000
+  }
+
+  /** How many records are indexed. */
+  get size(): number {
+    return this.entries.size
+  }
+
+  /**
+   * Lists the records `ids` (the names found in `meta/`), 64 at a time, at
+   * `now` (ms since the epoch, the wall clock of the file times). A record
+   * gone meanwhile is skipped; a corrupt one is quarantined and its error
+   * returned (for `listWarning`). Ids no longer listed leave the index.
+   */
+  async list(ids: ReadonlyArray<string>, now: number, io: ListIo): Promise<Listing> {
+    const metas: Array<QueueStorage.Meta> = []
+    const quarantined: Array<QueueStorage.StorageError> = []
+    const settled = now - this.settleMs
+    const one = async (id: string): Promise<void> => {
+      const version = await io.version(id)
+      const known = this.entries.get(id)
+      if (version !== undefined && known !== undefined && sameVersion(known.version, version)) {
+        metas.push(known.meta)
+        return
+      }
+      this.entries.delete(id)
+      const text = await io.readText(id)
+      if (text === undefined) return // removed meanwhile
+      let meta: QueueStorage.Meta
+      try {
+        meta = io.decode(id, text)
+      } catch (e) {
+        if (!(e instanceof QueueStorage.StorageError)) throw e
+        await io.quarantine(id)
+        quarantined.push(e)
+        return
+      }
+      metas.push(meta)
+      if (
+        version !== undefined && version.ctimeMs < settled && version.mtimeMs < settled &&
+        this.entries.size < this.maxEntries
+      ) {
+        this.entries.set(id, { version, meta })
+      }
+    }
+    for (let i = 0; i < ids.length; i += 64) await Promise.all(ids.slice(i, i + 64).map(one))
+    if (this.entries.size > 0) {
+      const listed = new Set(ids)
+      for (const id of this.entries.keys()) if (!listed.has(id)) this.entries.delete(id)
+    }
+    metas.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    return { metas, quarantined }
+  }
+}
