@@ -19,10 +19,11 @@
  * decisions recovery takes on a listing (which files in `tmp/` and `lock/`
  * are left over, which bodies are orphans, which records are quarantined),
  * the mapping of an errno code to a `StorageError` reason, the storages'
- * common `Options`, and two in-process coordination pieces over functions
- * the adapter supplies: `GroupCommit` (one directory fsync serves every
- * caller that arrived while the previous one ran) and `KeyedQueue` (one
- * update of an id at a time within the process).
+ * common `Options`, and three in-process pieces over functions the adapter
+ * supplies: `GroupCommit` (one directory fsync serves every caller that
+ * arrived while the previous one ran), `KeyedQueue` (one update of an id at
+ * a time within the process) and `RecordIndex` (a listing reads only the
+ * records whose file changed). `DiskStore` builds the storage from them.
  *
  * What it deliberately does not do: any I/O. Reading, writing, fsync,
  * renames, directory listings, the clock and whether a pid is alive are the
