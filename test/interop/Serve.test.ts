@@ -16,6 +16,7 @@ import { makeCa, type TestCa } from "../support/certs.ts"
 import { freePort, removeDir, tempDir, waitForPort } from "../support/ports.ts"
 import { hosts, type Server, startServer, stopServer, waitFor } from "../support/hosts.ts"
 import { startSmtpSink } from "../support/smtpSink.ts"
+import { load } from "../support/smtpLoad.ts"
 
 
 const swaks = (args: ReadonlyArray<string>): Promise<string> =>
@@ -252,47 +253,6 @@ relay: { type: maildir, path: var/mail }
 // ---------------------------------------------------------------------------
 // The crash test
 // ---------------------------------------------------------------------------
-
-/** Sends one message per connection; resolves with the seq numbers that got a 250 after DATA. */
-const load = (port: number, first: number, stopAt: number, accepted: Set<number>): Promise<void> =>
-  new Promise((resolve) => {
-    let seq = first
-    let active = 0
-    const concurrency = 4
-    const launch = () => {
-      while (active < concurrency && Date.now() < stopAt) {
-        const n = seq++
-        active++
-        const sock = net.connect({ host: "127.0.0.1", port })
-        let buf = ""
-        let sentData = false
-        let sentBody = false
-        sock.setEncoding("latin1")
-        sock.on("data", (d: string) => {
-          buf += d
-          if (!sentData && /^220 .*\r\n/m.test(buf)) {
-            sentData = true
-            sock.write(`EHLO loader\r\nMAIL FROM:<load@example.test>\r\nRCPT TO:<sink@localhost>\r\nDATA\r\n`)
-          }
-          if (sentData && /^354 /m.test(buf) && !sentBody) {
-            sentBody = true
-            sock.write(`Subject: crash ${n}\r\nX-Seq: ${n}\r\n\r\nmessage ${n}\r\n.\r\nQUIT\r\n`)
-          }
-          if (/^250 2\.6\.0 /m.test(buf)) accepted.add(n)
-        })
-        const done = () => {
-          active--
-          launch()
-          if (active === 0 && Date.now() >= stopAt) resolve()
-        }
-        sock.on("error", () => {})
-        sock.on("close", done)
-        sock.setTimeout(3000, () => sock.destroy())
-      }
-      if (active === 0) resolve()
-    }
-    launch()
-  })
 
 describe.each(hosts)("crash test: SIGKILL under load ($name host)", (host) => {
   it("delivers every message that got a 250 to a real downstream server, across 8 kill -9 cycles", async () => {

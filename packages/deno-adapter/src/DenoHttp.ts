@@ -32,6 +32,8 @@ export interface Options {
   readonly host?: string | undefined
   /** Port [8025]; 0 picks a free one. */
   readonly port?: number | undefined
+  /** Set SO_REUSEPORT, so that worker processes share the address (needs `--unstable-net`). */
+  readonly reusePort?: boolean | undefined
   /** PEM key and certificate: serve HTTPS. */
   readonly tls?: { readonly key: string; readonly cert: string } | undefined
   /** How long closing waits for requests in flight, ms [5 000]. */
@@ -82,6 +84,7 @@ export const serve = (options: Options): Effect.Effect<Server, Transport.Transpo
           Deno.serve({
             hostname: host,
             port: requested,
+            ...(options.reusePort === true ? { reusePort: true } : {}),
             ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
             onListen: () => {},
             onError: () => plain(500, "internal error")

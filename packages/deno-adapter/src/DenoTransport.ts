@@ -120,12 +120,13 @@ const removeStaleSocket = (path: string): Effect.Effect<void, Transport.Transpor
     catch: (e) => (e instanceof Transport.TransportError ? e : listenError(`cannot remove stale socket ${path}: ${messageOf(e)}`, e))
   })
 
-const bind = (endpoint: Transport.Endpoint): Effect.Effect<Deno.Listener, Transport.TransportError> =>
+/** `reusePort` needs `--unstable-net` (the worker processes `serve` starts have it). */
+const bind = (endpoint: Transport.Endpoint, reusePort: boolean): Effect.Effect<Deno.Listener, Transport.TransportError> =>
   Effect.try({
     try: (): Deno.Listener =>
       endpoint._tag === "Unix"
         ? Deno.listen({ transport: "unix", path: endpoint.path })
-        : Deno.listen({ transport: "tcp", hostname: endpoint.address, port: endpoint.port }),
+        : Deno.listen({ transport: "tcp", hostname: endpoint.address, port: endpoint.port, ...(reusePort ? { reusePort } : {}) }),
     catch: (e) => listenError(`cannot listen on ${Transport.formatEndpoint(endpoint)}: ${messageOf(e)}`, e)
   })
 
@@ -183,7 +184,7 @@ export const makeListener = (options?: DenoTransportOptions): (typeof Transport.
 
       const runFork = yield* FiberSet.makeRuntime<never, void, never>()
       if (unixPath !== undefined) yield* removeStaleSocket(unixPath)
-      const listener = yield* Effect.acquireRelease(bind(opts.endpoint), (l) =>
+      const listener = yield* Effect.acquireRelease(bind(opts.endpoint, opts.reusePort === true), (l) =>
         Effect.sync(() => {
           // stop accepting; live connections are interrupted by the FiberSet afterwards
           try {

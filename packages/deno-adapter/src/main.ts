@@ -149,9 +149,9 @@ export const io: Cli.Io = {
   hostname: () => Deno.hostname(),
   version: () =>
     (JSON.parse(Deno.readTextFileSync(new URL("../package.json", import.meta.url))) as { version: string }).version,
-  serve: async (config) => {
-    const { serve } = await import("./serve.ts")
-    await serve(config)
+  serve: async (config, configFile) => {
+    const { run } = await import("./serve.ts")
+    return run(config, configFile)
   },
   openQueue,
   stdoutBytes: (bytes) => {

@@ -6,6 +6,14 @@
  * finish within each listener's `shutdown_grace`, 421 the rest). SIGHUP
  * reloads the TLS certificates.
  *
+ * `run` is what `mailroom serve` calls: with `workers: N` (N > 1) it runs
+ * `Supervisor` in this process and N worker processes (`deno run
+ * --allow-all --unstable-net --unstable-kv` of this entry point, with
+ * `MAILROOM_WORKER=<n>` set), which share the listeners through
+ * SO_REUSEPORT (unstable in Deno, hence `--unstable-net`) and one disk or kv
+ * queue. A worker stops gracefully when its standard input (a pipe from the
+ * supervisor) ends, and exits 78 when it cannot start.
+ *
  * The Deno platform:
  *
  * - listeners and connectors: `DenoTransport`;
@@ -35,6 +43,7 @@ import * as Compose from "@mailroom/protocol/config/Compose"
 import type * as Config from "@mailroom/protocol/config/Config"
 import type * as Transport from "@mailroom/protocol/edge/Transport"
 import * as Log from "@mailroom/protocol/observability/Log"
+import * as Supervisor from "@mailroom/protocol/process/Supervisor"
 import * as QueueStorage from "@mailroom/protocol/queue/QueueStorage"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -126,23 +135,24 @@ export const platform: Compose.Platform = {
   fileSystem: Layer.merge(NodeFileSystem.layer, NodePath.layer),
   processes: DenoProcess.layer,
   readText,
-  serveHttp: (handler, options) => DenoHttp.serve({ handler, host: options.host, port: options.port, ...(options.tls ? { tls: options.tls } : {}) })
+  serveHttp: (handler, options) => DenoHttp.serve({ handler, host: options.host, port: options.port, reusePort: options.reusePort, ...(options.tls ? { tls: options.tls } : {}) })
 }
 
 /** Reads a listener's certificate files into the transport's TLS config; throws a `ServeError` naming the key. */
 export const tlsConfig = (tls: Config.TlsSettings, key: string): Transport.ServerTlsConfig => Compose.tlsConfig(tls, key, readText)
 
 /** Builds and starts everything in the current scope, with Deno's services. */
-export const start = (config: Config.Config): Effect.Effect<Compose.Running, Compose.ServeError, Scope.Scope> =>
-  Compose.start(config, platform)
+export const start = (config: Config.Config, options?: Compose.StartOptions): Effect.Effect<Compose.Running, Compose.ServeError, Scope.Scope> =>
+  Compose.start(config, platform, options)
 
 const encoder = new TextEncoder()
 
 /** The log layer: logfmt or JSON lines on standard output. */
-export const logLayer = (settings: Config.Config["log"]): Layer.Layer<never> =>
+export const logLayer = (settings: Config.Config["log"], annotations?: Readonly<Record<string, unknown>>): Layer.Layer<never> =>
   Log.layer({
     format: settings.format,
     level: settings.level,
+    annotations,
     sink: (line) => {
       const bytes = encoder.encode(`${line}\n`)
       for (let o = 0; o < bytes.length;) o += Deno.stdout.writeSync(bytes.subarray(o))
@@ -153,10 +163,11 @@ export const logLayer = (settings: Config.Config["log"]): Layer.Layer<never> =>
  * Runs the server until SIGTERM or SIGINT (graceful shutdown) and resolves
  * once it has stopped. Rejects with a `ServeError` when it cannot start.
  */
-export const serve = async (config: Config.Config): Promise<void> => {
-  const logging = logLayer(config.log)
+export const serve = async (config: Config.Config, options: Compose.StartOptions = {}): Promise<void> => {
+  const worker = options.worker
+  const logging = logLayer(config.log, worker === undefined ? undefined : { worker })
   const scope = Effect.runSync(Scope.make())
-  const running = await Effect.runPromise(start(config).pipe(Scope.provide(scope), Effect.provide(logging))).catch(async (e) => {
+  const running = await Effect.runPromise(start(config, options).pipe(Scope.provide(scope), Effect.provide(logging))).catch(async (e) => {
     await Effect.runPromise(Scope.close(scope, Exit.void))
     throw e instanceof Compose.ServeError ? e : new Compose.ServeError(Compose.describe(e))
   })
@@ -165,7 +176,7 @@ export const serve = async (config: Config.Config): Promise<void> => {
     const onHup = () => void Effect.runPromise(running.reloadTls.pipe(Effect.provide(logging)))
     const onTerm = () => stop("SIGTERM")
     const onInt = () => stop("SIGINT")
-    const stop = (signal: Deno.Signal) => {
+    const stop = (signal: string) => {
       if (stopping) return
       stopping = true
       Deno.removeSignalListener("SIGHUP", onHup)
@@ -182,5 +193,98 @@ export const serve = async (config: Config.Config): Promise<void> => {
     Deno.addSignalListener("SIGTERM", onTerm)
     Deno.addSignalListener("SIGINT", onInt)
     Deno.addSignalListener("SIGHUP", onHup)
+    if (worker !== undefined) {
+      // the supervisor holds the other end of standard input: its end means the supervisor is gone
+      const drain = async () => {
+        const buffer = new Uint8Array(256)
+        try {
+          while ((await Deno.stdin.read(buffer)) !== null);
+        } catch {
+          // a broken pipe is the same news
+        }
+        stop("supervisor gone")
+      }
+      void drain()
+    }
   })
+}
+
+/**
+ * Supervises `config.workers` worker processes, each this entry point's
+ * `serve --config configFile` with `MAILROOM_WORKER` set, until SIGTERM or
+ * SIGINT; resolves with the exit code (see `Supervisor`).
+ */
+export const supervise = async (config: Config.Config, configFile: string): Promise<number> => {
+  const logging = logLayer(config.log)
+  const log = (level: "info" | "warning" | "error", event: string, fields: Readonly<Record<string, unknown>>) => {
+    const line = level === "error" ? Effect.logError(event) : level === "warning" ? Effect.logWarning(event) : Effect.logInfo(event)
+    Effect.runSync(line.pipe(Effect.annotateLogs({ role: "supervisor", ...fields }), Effect.provide(logging)))
+  }
+  const main = new URL("./main.ts", import.meta.url).href
+  const supervisor = Supervisor.start({ workers: config.workers }, {
+    spawn: (worker) => {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", "--unstable-net", "--unstable-kv", "--quiet", main, "serve", "--config", configFile],
+        env: { [Supervisor.WORKER_ENV]: String(worker) },
+        stdin: "piped",
+        stdout: "inherit",
+        stderr: "inherit"
+      }).spawn()
+      // held open, never written: its end tells the worker the supervisor is gone
+      const stdin = child.stdin.getWriter()
+      const exited = child.status.then((s) => {
+        stdin.close().catch(() => {})
+        return { code: s.signal === null ? s.code : null, signal: s.signal }
+      })
+      return {
+        pid: child.pid,
+        exited,
+        kill: (signal) => {
+          try {
+            child.kill(signal)
+          } catch {
+            // already gone
+          }
+        }
+      }
+    },
+    now: () => Date.now(),
+    timer: (ms, f) => {
+      const t = setTimeout(f, ms)
+      return () => clearTimeout(t)
+    },
+    log
+  })
+  const onTerm = () => supervisor.stop("SIGTERM")
+  const onInt = () => supervisor.stop("SIGINT")
+  const onHup = () => supervisor.reload()
+  Deno.addSignalListener("SIGTERM", onTerm)
+  Deno.addSignalListener("SIGINT", onInt)
+  Deno.addSignalListener("SIGHUP", onHup)
+  const code = await supervisor.done
+  Deno.removeSignalListener("SIGTERM", onTerm)
+  Deno.removeSignalListener("SIGINT", onInt)
+  Deno.removeSignalListener("SIGHUP", onHup)
+  return code
+}
+
+/**
+ * `mailroom serve`: one process, a worker (`MAILROOM_WORKER` set), or the
+ * supervisor of `config.workers` workers. Resolves with the exit code when
+ * it is not 0; rejects with a `ServeError` when a lone server cannot start.
+ */
+export const run = async (config: Config.Config, configFile: string | undefined): Promise<number | void> => {
+  const worker = Supervisor.parseWorker(Deno.env.get(Supervisor.WORKER_ENV))
+  if (worker !== undefined) {
+    try {
+      return await serve(config, { worker })
+    } catch (e) {
+      const text = `mailroom: worker ${worker}: ${e instanceof Error ? e.message : String(e)}\n`
+      Deno.stderr.writeSync(encoder.encode(text))
+      return Supervisor.EXIT_CANNOT_START
+    }
+  }
+  if (config.workers === 1) return serve(config)
+  if (configFile === undefined) throw new Compose.ServeError(`workers: ${config.workers} workers need a config file (serve --config FILE)`)
+  return supervise(config, configFile)
 }

@@ -33,6 +33,8 @@ export interface Options {
   readonly host?: string | undefined
   /** Port [8025]; 0 picks a free one. */
   readonly port?: number | undefined
+  /** Set SO_REUSEPORT, so that worker processes share the address. */
+  readonly reusePort?: boolean | undefined
   /** PEM key and certificate: serve HTTPS. */
   readonly tls?: { readonly key: string; readonly cert: string } | undefined
   /** Time to receive the request headers, ms [30 000]. */
@@ -169,7 +171,7 @@ export const serve = (options: Options): Effect.Effect<Server, Transport.Transpo
         const onError = (e: Error) =>
           resume(Effect.fail(new Transport.TransportError({ reason: "Listen", message: `cannot listen on ${host}:${options.port ?? 8025}: ${e.message}`, cause: e })))
         server.once("error", onError)
-        server.listen({ host, port: options.port ?? 8025 }, () => {
+        server.listen({ host, port: options.port ?? 8025, ...(options.reusePort === true ? { reusePort: true } : {}) }, () => {
           server.off("error", onError)
           resume(Effect.void)
         })

@@ -89,11 +89,17 @@ export const sink = (destination: Destination = "stdout"): Log.Sink => {
  */
 export const layer = (
   settings: { readonly format: Log.Format; readonly level: Log.Level },
-  options?: { readonly destination?: Destination | undefined; readonly maxValueLength?: number | undefined }
+  options?: {
+    readonly destination?: Destination | undefined
+    readonly maxValueLength?: number | undefined
+    /** Fields every line starts with (a worker process's `worker=2`). */
+    readonly annotations?: Readonly<Record<string, unknown>> | undefined
+  }
 ): Layer.Layer<never> =>
   Log.layer({
     format: settings.format,
     level: settings.level,
     sink: sink(options?.destination),
-    maxValueLength: options?.maxValueLength
+    maxValueLength: options?.maxValueLength,
+    annotations: options?.annotations
   })

@@ -167,6 +167,7 @@ const removeStaleSocket = (path: string): Effect.Effect<void, Transport.Transpor
 const bind = (
   endpoint: Transport.Endpoint,
   backlog: number | undefined,
+  reusePort: boolean,
   onConnection: (sock: net.Socket) => void
 ): Effect.Effect<net.Server, Transport.TransportError> =>
   Effect.callback<net.Server, Transport.TransportError>((resume) => {
@@ -185,7 +186,7 @@ const bind = (
     server.once("error", onListenError)
     server.once("listening", onListening)
     if (endpoint._tag === "Unix") server.listen({ path: endpoint.path, backlog })
-    else server.listen({ host: endpoint.address, port: endpoint.port, backlog })
+    else server.listen({ host: endpoint.address, port: endpoint.port, backlog, ...(reusePort ? { reusePort } : {}) })
     return Effect.sync(() => server.close())
   })
 
@@ -292,7 +293,7 @@ export const makeListener = (options?: NodeTransportOptions): (typeof Transport.
       }
       if (unixPath !== undefined) yield* removeStaleSocket(unixPath)
       const server = yield* Effect.acquireRelease(
-        bind(opts.endpoint, opts.backlog, onConnection),
+        bind(opts.endpoint, opts.backlog, opts.reusePort === true, onConnection),
         // stop accepting; live connections are interrupted by the FiberSet afterwards
         (s) => Effect.sync(() => s.close())
       )

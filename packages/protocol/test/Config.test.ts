@@ -407,7 +407,7 @@ describe("Config: a bad value names its key, the value and what was expected", (
 describe("Config: unknown keys are errors", () => {
   it("at the top level, in sections, in list items and in tagged sections, with a suggestion", () => {
     expect(problems(Config.decode({ hostnme: "a.example" }))).toEqual([
-      "hostnme: unknown key (did you mean hostname?); expected one of: hostname, log, smtp, queue, relay, http, dns"
+      "hostnme: unknown key (did you mean hostname?); expected one of: hostname, workers, log, smtp, queue, relay, http, dns"
     ])
     expect(problems(Config.decode({ log: { fromat: "json" } }))).toEqual([
       "log.fromat: unknown key (did you mean format?); expected one of: format, level"
@@ -578,6 +578,25 @@ describe("Config: cross-field checks", () => {
     ])
     ok(Config.decode({ smtp: [{ listen: ["0.0.0.0:25", "[::1]:25", "0.0.0.0:587"] }] }))
     ok(Config.decode({ smtp: [{ listen: "127.0.0.1:0" }, { listen: "127.0.0.1:0" }] }))
+  })
+
+  it("workers: 1 to 64; several workers need TCP listeners on fixed ports and storage they can share", () => {
+    expect(ok(Config.decode({})).workers).toBe(1)
+    expect(problems(Config.decode({ workers: 0 }))).toEqual(["workers: expected a whole number from 1 to 64, got 0"])
+    expect(problems(Config.decode({ workers: 2.5 }))).toEqual(["workers: expected a whole number from 1 to 64, got 2.5"])
+    expect(problems(Config.decode({
+      workers: 2,
+      smtp: [{ listen: ["127.0.0.1:2525", "unix:/run/lmtp.sock"] }],
+      http: { listen: "127.0.0.1:0" },
+      queue: { storage: { type: "journal" } }
+    }))).toEqual([
+      `smtp[0].listen[1]: expected a TCP address when workers is 2 (one process binds a Unix socket), got "unix:/run/lmtp.sock"`,
+      `http.listen[0]: expected a fixed port when workers is 2 (port 0 gives each worker a port of its own), got "127.0.0.1:0"`,
+      `queue.storage.type: expected storage several processes can share (disk, or kv on Deno) when workers is 2, got "journal" (one process owns a journal)`
+    ])
+    const four = ok(Config.decode({ workers: 4, smtp: [{ listen: "0.0.0.0:25" }], queue: { storage: { type: "disk" } } }))
+    expect(Config.summary(four)).toBe("SMTP 0.0.0.0:25; queue disk ./var/queue; relay maildir ./var/mail; 4 workers")
+    ok(Config.decode({ workers: 1, smtp: [{ listen: "unix:/s" }], queue: { storage: { type: "journal" } } }))
   })
 
   it("other structural rules", () => {

@@ -52,8 +52,7 @@ const serve: Command = {
     }
     const config = fillHostname(loaded, io)
     try {
-      await io.serve(config)
-      return EXIT_OK
+      return (await io.serve(config, values.config)) ?? EXIT_OK
     } catch (e) {
       io.stderr(`mailroom: ${e instanceof Error ? e.message : String(e)}\n`)
       return EXIT_FAILURE

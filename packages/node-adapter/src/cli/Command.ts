@@ -44,8 +44,12 @@ export interface Io {
   /** The OS host name, used when the config has no `hostname`. */
   readonly hostname: () => string
   readonly version: () => string
-  /** Runs the server; resolves when it has shut down. */
-  readonly serve: (config: Config.Config) => Promise<void>
+  /**
+   * Runs the server, or with `workers` > 1 its supervisor and workers (which
+   * re-read `configFile`); resolves when it has shut down, with the exit
+   * code when it is not 0. Rejects when it cannot start.
+   */
+  readonly serve: (config: Config.Config, configFile: string | undefined) => Promise<number | void>
   /**
    * Opens the queue storage a config names (`queue` commands). Never creates
    * one: a disk queue that does not exist fails with `NotFound` (operation

@@ -122,9 +122,9 @@ const io: Cli.Io = {
   hostname: () => os.hostname(),
   version: () =>
     (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version,
-  serve: async (config) => {
-    const { serve } = await import("../serve.ts")
-    await serve(config)
+  serve: async (config, configFile) => {
+    const { run } = await import("../serve.ts")
+    return run(config, configFile)
   },
   openQueue,
   stdoutBytes: (bytes) => void process.stdout.write(bytes),

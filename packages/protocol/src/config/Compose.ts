@@ -64,6 +64,8 @@ export interface HttpServeOptions {
   readonly port: number
   /** PEM key and certificate: serve HTTPS. */
   readonly tls?: Transport.CertificatePem | undefined
+  /** Set SO_REUSEPORT: worker processes share the address. */
+  readonly reusePort?: boolean | undefined
 }
 
 /** A bound HTTP server. */
@@ -264,14 +266,27 @@ const endpointOf = (address: Config.ListenAddress): Transport.Endpoint =>
 /** A startup failure as a `ServeError` (keeps one that already is). */
 const toServeError = (e: unknown): ServeError => (e instanceof ServeError ? e : new ServeError(describe(e)))
 
+/** How this process takes part: alone, or as one worker of several (`config.workers`). */
+export interface StartOptions {
+  /**
+   * This worker's number, 1 to `config.workers`: its queue claims messages
+   * as `hostname#worker`, so a restarted worker takes its own claims back
+   * at once and never shares a claim with another worker.
+   */
+  readonly worker?: number | undefined
+}
+
 /**
  * Builds and starts everything `config` describes, with `platform`'s
  * services, in the current scope (closing it stops everything). Fails with a
  * `ServeError` naming the config key when something cannot start.
  */
-export const start = (config: Config.Config, platform: Platform): Effect.Effect<Running, ServeError, Scope.Scope> =>
+export const start = (config: Config.Config, platform: Platform, options: StartOptions = {}): Effect.Effect<Running, ServeError, Scope.Scope> =>
   Effect.gen(function*() {
     const hostname = config.hostname ?? "localhost"
+    // several workers bind the same addresses and claim messages from one storage under their own names
+    const reusePort = config.workers > 1
+    const owner = options.worker === undefined ? hostname : `${hostname}#${options.worker}`
     const readText = platform.readText
     const relay = relayLayer(platform, config.relay, hostname, config.dns)
     const storage = storageLayer(platform, config.queue.storage)
@@ -280,6 +295,7 @@ export const start = (config: Config.Config, platform: Platform): Effect.Effect<
     const services = yield* Layer.build(Layer.mergeAll(relay, storage, platform.transport, dnsLayer(platform, config.dns, "dns.resolver")))
     const durable = yield* DurableQueue.make({
       hostname,
+      owner,
       policies,
       retry: {
         intervals: retry.intervals.map(ms),
@@ -310,6 +326,7 @@ export const start = (config: Config.Config, platform: Platform): Effect.Effect<
             endpoint: endpointOf(address),
             ...(tls ? { tls } : {}),
             implicitTls: l.implicit_tls,
+            ...(reusePort ? { reusePort } : {}),
             ...(l.proxy_protocol ? { proxyProtocol: { trusted: l.proxy_protocol.trusted, timeoutMs: ms(l.proxy_protocol.timeout) } } : {})
           },
           session: {
@@ -375,7 +392,7 @@ export const start = (config: Config.Config, platform: Platform): Effect.Effect<
       for (const [j, address] of h.listen.entries()) {
         const key = `http.listen[${j}]`
         if (address._tag === "Unix") throw new ServeError(`${key}: the HTTP edge listens on TCP addresses only, got ${address.text}`)
-        const server = yield* platform.serveHttp(handler, { host: address.host, port: address.port, ...(tls ? { tls } : {}) }).pipe(
+        const server = yield* platform.serveHttp(handler, { host: address.host, port: address.port, ...(tls ? { tls } : {}), ...(reusePort ? { reusePort } : {}) }).pipe(
           Effect.mapError((e) => new ServeError(`${key}: ${describe(e)}`))
         )
         yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({ edge: key, endpoint: server.url }))

@@ -415,6 +415,12 @@ const DnsSettings = Schema.Struct({
 /** The schema of the whole file; decode with `decode` or `parse` to get the cross-field checks too. */
 export const ConfigSchema = Schema.Struct({
   hostname: Schema.optionalKey(Domain),
+  /**
+   * Server processes sharing the listeners (SO_REUSEPORT: the kernel spreads
+   * connections over them) and the queue storage, run and restarted by one
+   * supervising process. 1 runs everything in one process.
+   */
+  workers: int(1, 64).pipe(withDefault(1)),
   log: Log.pipe(withDefault({})),
   smtp: Schema.Array(Smtp).pipe(withDefault([{}])),
   queue: Queue.pipe(withDefault({})),
@@ -460,6 +466,42 @@ const tcpClash = (a: { host: string; port: number }, b: { host: string; port: nu
     a.host.toLowerCase() === b.host.toLowerCase() || a.host === "::" || b.host === "::" ||
     (a.host === "0.0.0.0" && isIPv4(b.host)) || (b.host === "0.0.0.0" && isIPv4(a.host))
   )
+
+/**
+ * What several worker processes cannot share: a Unix socket (one process
+ * binds it), port 0 (each worker would get its own port) and the journal
+ * (owned by one process).
+ */
+const workersCheck = (config: Config): Array<ConfigError.RawProblem> => {
+  const out: Array<ConfigError.RawProblem> = []
+  const listeners = (listen: ReadonlyArray<ListenAddress>, base: ConfigError.Path) =>
+    listen.forEach((address, j) => {
+      if (address._tag === "Unix") {
+        out.push({
+          path: [...base, "listen", j],
+          message: `expected a TCP address when workers is ${config.workers} (one process binds a Unix socket), got ${
+            ConfigError.formatValue(address.text)
+          }`
+        })
+      } else if (address.port === 0) {
+        out.push({
+          path: [...base, "listen", j],
+          message: `expected a fixed port when workers is ${config.workers} (port 0 gives each worker a port of its own), got ${
+            ConfigError.formatValue(address.text)
+          }`
+        })
+      }
+    })
+  config.smtp.forEach((l, i) => listeners(l.listen, ["smtp", i]))
+  if (config.http !== undefined) listeners(config.http.listen, ["http"])
+  if (config.queue.storage.type === "journal") {
+    out.push({
+      path: ["queue", "storage", "type"],
+      message: `expected storage several processes can share (disk, or kv on Deno) when workers is ${config.workers}, got "journal" (one process owns a journal)`
+    })
+  }
+  return out
+}
 
 const crossCheck = (config: Config): Array<ConfigError.RawProblem> => {
   const out: Array<ConfigError.RawProblem> = []
@@ -514,6 +556,7 @@ const crossCheck = (config: Config): Array<ConfigError.RawProblem> => {
     })
   })
   if (config.http !== undefined) checkListen(config.http.listen, ["http"])
+  if (config.workers > 1) out.push(...workersCheck(config))
   if (config.queue.retry.intervals.length === 0) {
     out.push({ path: ["queue", "retry", "intervals"], message: "expected at least one duration, got []" })
   }
@@ -680,5 +723,6 @@ export const summary = (config: Config): string => {
     ? `http ${new URL(relay.url).host}`
     : relay.type
   const http = config.http === undefined ? "" : `; HTTP ${config.http.listen.map((a) => a.text).join(",")}`
-  return `${listeners.length === 0 ? "no SMTP listener" : listeners.join("; ")}; queue ${queue}; relay ${relayText}${http}`
+  const workers = config.workers > 1 ? `; ${config.workers} workers` : ""
+  return `${listeners.length === 0 ? "no SMTP listener" : listeners.join("; ")}; queue ${queue}; relay ${relayText}${http}${workers}`
 }

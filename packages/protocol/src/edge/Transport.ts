@@ -172,6 +172,12 @@ export interface ListenOptions {
   readonly proxyProtocol?: ProxyProtocolOptions
   readonly backlog?: number
   /**
+   * Sets SO_REUSEPORT on a TCP listener, so that several processes bind the
+   * same address and the kernel spreads new connections over them (worker
+   * processes). Ignored for Unix sockets.
+   */
+  readonly reusePort?: boolean
+  /**
    * Connections at once still waiting for their PROXY header or implicit-TLS
    * handshake (they are not sessions yet, so the edge's limits do not see
    * them); more are closed at once [512].

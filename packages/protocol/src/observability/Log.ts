@@ -273,10 +273,13 @@ export const layer = (options: {
   readonly level: Level
   readonly sink: Sink
   readonly maxValueLength?: number | undefined
+  /** Fields every line starts with (a worker process's `worker=2`). */
+  readonly annotations?: Readonly<Record<string, unknown>> | undefined
 }): Layer.Layer<never> =>
   Layer.mergeAll(
     Logger.layer([logger(options.format, options.sink, options)]),
-    Layer.succeed(References.MinimumLogLevel, toEffectLevel(options.level))
+    Layer.succeed(References.MinimumLogLevel, toEffectLevel(options.level)),
+    options.annotations === undefined ? Layer.empty : Layer.succeed(References.CurrentLogAnnotations, options.annotations)
   )
 
 // ---------------------------------------------------------------------------
