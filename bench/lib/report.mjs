@@ -67,7 +67,7 @@ const idleTable = (sc) => {
   out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   for (const r of sc.rows) {
     out.push(
-      `| ${r.label} | ${fmt(r.count)}${r.count !== r.asked ? ` (of ${fmt(r.asked)} asked)` : ""} | ${fmt(r.ready)} | ${fmt(r.refused)} | ${fmt(r.closedByServer)} | ${fmt(r.rssBeforeMb, 1)} | ${fmt(r.rssHeldMb, 1)} | ${fmt(r.kibPerConnection, 1)} | ${fmt(r.peakRssMb)} |`
+      `| ${r.label}${r.workers > 1 ? `, ${r.workers} workers` : ""} | ${fmt(r.count)}${r.count !== r.asked ? ` (of ${fmt(r.asked)} asked)` : ""} | ${fmt(r.ready)} | ${fmt(r.refused)} | ${fmt(r.closedByServer)} | ${fmt(r.rssBeforeMb, 1)} | ${fmt(r.rssHeldMb, 1)} | ${fmt(r.kibPerConnection, 1)} | ${fmt(r.peakRssMb)} |`
     )
   }
   for (const s of sc.skipped ?? []) out.push(`| ${s.label} | ${s.reason} | | | | | | | |`)
@@ -123,7 +123,9 @@ export const targets = (result) => {
     else {
       out.push({
         name,
-        measured: `${fmt(m.kibPerConnection, 1)} vs ${fmt(s.kibPerConnection, 1)} KiB${m.count !== asked ? ` (at ${fmt(m.count)} connections)` : ""}`,
+        measured: `${fmt(m.kibPerConnection, 1)} vs ${fmt(s.kibPerConnection, 1)} KiB${m.count !== asked ? ` (at ${fmt(m.count)} connections)` : ""}${
+          m.workers > 1 ? ` (Mailroom as ${m.workers} workers at ${fmt(m.count)}, smtp-server at ${fmt(s.count)})` : ""
+        }`,
         met: m.kibPerConnection <= s.kibPerConnection
       })
     }
@@ -133,7 +135,9 @@ export const targets = (result) => {
     const allHeld = big.ready === big.asked && big.refused === 0 && big.closedByServer === 0
     out.push({
       name: "20,000 idle connections held without refusing any",
-      measured: `${fmt(big.ready)} held, ${fmt(big.refused)} refused, ${fmt(big.closedByServer)} closed by the server${big.count < big.asked ? ` — only ${fmt(big.count)} tried: ${big.note}` : ""}`,
+      measured: `${fmt(big.ready)} held, ${fmt(big.refused)} refused, ${fmt(big.closedByServer)} closed by the server${big.count < big.asked ? ` — only ${fmt(big.count)} tried: ${big.note}` : ""}${
+        big.workers > 1 ? ` (workers: ${big.workers})` : ""
+      }`,
       met: big.count < big.asked ? (big.ready === big.count && big.refused === 0 && big.closedByServer === 0 ? "partly" : false) : allHeld
     })
   } else out.push({ name: "20,000 idle connections held without refusing any", measured: idle?.skippedScenario ?? "not measured", met: undefined })

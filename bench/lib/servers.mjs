@@ -106,10 +106,11 @@ const storageYaml = (storage, dir) => {
   throw new Error(`unknown storage ${storage}`)
 }
 
-export const mailroomConfig = ({ port, dir, relay, storage = "disk" }) =>
+export const mailroomConfig = ({ port, dir, relay, storage = "disk", workers = 1 }) =>
   [
     "# written by bench/run.mjs",
     "hostname: bench.mailroom.test",
+    ...(workers > 1 ? [`workers: ${workers}`] : []),
     "smtp:",
     `  - listen: "127.0.0.1:${port}"`,
     "    max_connections: 25000",
@@ -171,10 +172,10 @@ const logCounter = (logFile) => {
  * `mailroom serve` on Node (`host: "node"`) or Deno (`host: "deno"`).
  * `profileDir`: run Node with `--cpu-prof` into that directory.
  */
-export const startMailroom = async ({ host = "node", port, dir, relay, profileDir, label, storage = "disk" }) => {
+export const startMailroom = async ({ host = "node", port, dir, relay, profileDir, label, storage = "disk", workers = 1 }) => {
   fs.mkdirSync(dir, { recursive: true })
   const configFile = path.join(dir, "mailroom.yaml")
-  fs.writeFileSync(configFile, mailroomConfig({ port, dir, relay, storage }))
+  fs.writeFileSync(configFile, mailroomConfig({ port, dir, relay, storage, workers }))
   const logFile = path.join(dir, "mailroom.log")
   let child
   if (host === "node") {
@@ -195,6 +196,9 @@ export const startMailroom = async ({ host = "node", port, dir, relay, profileDi
     pid: child.pid,
     logFile,
     storage,
+    workers,
+    // the supervisor and its workers: memory is read over the process tree
+    multiProcess: workers > 1,
     notes: [],
     // only the disk queue can be counted from outside; memory and journal: undefined
     stored: () => storage === "disk" ? countFiles(path.join(queueDir, "meta"), (n) => n.endsWith(".json")) : undefined,
@@ -208,7 +212,19 @@ export const startMailroom = async ({ host = "node", port, dir, relay, profileDi
     logCounts: () => fromLog.counts(),
     stop: () => stopPid(child.pid, 10_000)
   }
-  return started(handle, child, host === "node" ? 20_000 : 30_000)
+  await started(handle, child, host === "node" ? 20_000 : 30_000)
+  // the port answers once one worker listens: wait for all of them
+  for (const until = Date.now() + 20_000; workers > 1;) {
+    const log = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8") : ""
+    const listening = new Set([...log.matchAll(/event=listening worker=(\d+) edge=smtp/g)].map((m) => m[1]))
+    if (listening.size >= workers) break
+    if (Date.now() > until) {
+      await handle.stop()
+      throw Object.assign(new Error(`${label}: only ${listening.size} of ${workers} workers listening after 20 s`), { log: log.slice(-2000) })
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return handle
 }
 
 // --- Postfix -------------------------------------------------------------------------
