@@ -187,6 +187,14 @@ describe("Cli.run (in-process)", () => {
     expect(out.stderr).toBe("mailroom: listen EADDRINUSE 127.0.0.1:2525\n")
   })
 
+  it("serve hands the config file on (workers re-read it) and exits with the code serve() gives", async () => {
+    const seen: Array<string | undefined> = []
+    const { io: i } = io({ files: { "w.yaml": "workers: 2\n" }, serve: async (config, file) => (seen.push(file), config.workers === 2 ? 1 : undefined) })
+    expect(await Cli.run(["serve", "-c", "w.yaml"], i)).toBe(1)
+    expect(await Cli.run(["serve"], i)).toBe(0)
+    expect(seen).toEqual(["w.yaml", undefined])
+  })
+
   it("serve never calls serve() when the config is bad", async () => {
     const { io: i, out } = io({ files: { "x.yaml": "relay: { type: nope }" } })
     expect(await Cli.run(["serve", "-c", "x.yaml"], i)).toBe(1)
