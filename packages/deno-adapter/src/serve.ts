@@ -216,10 +216,6 @@ export const serve = async (config: Config.Config, options: Compose.StartOptions
  */
 export const supervise = async (config: Config.Config, configFile: string): Promise<number> => {
   const logging = logLayer(config.log)
-  const log = (level: "info" | "warning" | "error", event: string, fields: Readonly<Record<string, unknown>>) => {
-    const line = level === "error" ? Effect.logError(event) : level === "warning" ? Effect.logWarning(event) : Effect.logInfo(event)
-    Effect.runSync(line.pipe(Effect.annotateLogs({ role: "supervisor", ...fields }), Effect.provide(logging)))
-  }
   const main = new URL("./main.ts", import.meta.url).href
   const supervisor = Supervisor.start({ workers: config.workers }, {
     spawn: (worker) => {
@@ -248,12 +244,7 @@ export const supervise = async (config: Config.Config, configFile: string): Prom
         }
       }
     },
-    now: () => Date.now(),
-    timer: (ms, f) => {
-      const t = setTimeout(f, ms)
-      return () => clearTimeout(t)
-    },
-    log
+    log: Supervisor.logTo(logging)
   })
   const onTerm = () => supervisor.stop("SIGTERM")
   const onInt = () => supervisor.stop("SIGINT")

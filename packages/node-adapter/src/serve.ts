@@ -136,10 +136,6 @@ const bin = fileURLToPath(new URL("../bin/mailroom.mjs", import.meta.url))
  */
 export const supervise = async (config: Config.Config, configFile: string): Promise<number> => {
   const logging = NodeLog.layer(config.log)
-  const log = (level: "info" | "warning" | "error", event: string, fields: Readonly<Record<string, unknown>>) => {
-    const line = level === "error" ? Effect.logError(event) : level === "warning" ? Effect.logWarning(event) : Effect.logInfo(event)
-    Effect.runSync(line.pipe(Effect.annotateLogs({ role: "supervisor", ...fields }), Effect.provide(logging)))
-  }
   const supervisor = Supervisor.start({ workers: config.workers }, {
     spawn: (worker) => {
       const child = spawn(process.execPath, [...process.execArgv, bin, "serve", "--config", configFile], {
@@ -156,12 +152,7 @@ export const supervise = async (config: Config.Config, configFile: string): Prom
       child.stdin!.on("error", () => {})
       return { pid: child.pid ?? -1, exited, kill: (signal) => void child.kill(signal) }
     },
-    now: () => Date.now(),
-    timer: (ms, f) => {
-      const t = setTimeout(f, ms)
-      return () => clearTimeout(t)
-    },
-    log
+    log: Supervisor.logTo(logging)
   })
   const onTerm = () => supervisor.stop("SIGTERM")
   const onInt = () => supervisor.stop("SIGINT")

@@ -136,6 +136,20 @@ describe("Supervisor", () => {
     expect(h.children).toHaveLength(2)
   })
 
+  it("without a clock and timer of the runtime's, effect's do the restarts", async () => {
+    const h = makeHost()
+    const { now: _now, timer: _timer, ...bare } = h.host
+    const s = Supervisor.start({ workers: 1, restartDelayMs: 20 }, bare)
+    h.live(1).exit({ code: null, signal: "SIGSEGV" })
+    await new Promise((r) => setTimeout(r, 5))
+    expect(h.children).toHaveLength(1)
+    await new Promise((r) => setTimeout(r, 100))
+    expect(h.children).toHaveLength(2)
+    s.stop("test")
+    h.live(1).exit({ code: 0, signal: null })
+    expect(await s.done).toBe(0)
+  })
+
   it("parseWorker takes 1 to 64 only", () => {
     expect(["1", "2", "64"].map(Supervisor.parseWorker)).toEqual([1, 2, 64])
     expect([undefined, "", "0", "65", "01", "1.5", "x", " 1"].map(Supervisor.parseWorker)).toEqual(Array(8).fill(undefined))

@@ -30,6 +30,10 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import type * as Layer from "effect/Layer"
 
 /** The exit code of a worker that could not start: the supervisor stops rather than retries. */
 export const EXIT_CANNOT_START = 78
@@ -58,10 +62,25 @@ export interface Child {
 export interface Host {
   /** Starts worker `worker` (1 to N); throws when the process cannot be started at all. */
   readonly spawn: (worker: number) => Child
-  readonly now: () => number
-  /** Runs `f` after `ms`; the result cancels it. */
-  readonly timer: (ms: number, f: () => void) => () => void
+  /** The clock, ms [effect's `Clock`]. */
+  readonly now?: () => number
+  /** Runs `f` after `ms`; the result cancels it [an effect `sleep` in a fiber of its own]. */
+  readonly timer?: (ms: number, f: () => void) => () => void
+  /** One log line; `logTo` makes one from the runtime's log layer. */
   readonly log: (level: "info" | "warning" | "error", event: string, fields: Readonly<Record<string, unknown>>) => void
+}
+
+const effectNow = (): number => Effect.runSync(Clock.currentTimeMillis)
+
+const effectTimer = (ms: number, f: () => void): () => void => {
+  const fiber = Effect.runFork(Effect.andThen(Effect.sleep(ms), Effect.sync(f)))
+  return () => void Effect.runFork(Fiber.interrupt(fiber))
+}
+
+/** A `Host.log` writing through `logging` (the runtime's log layer) with `role=supervisor`. */
+export const logTo = (logging: Layer.Layer<never>): Host["log"] => (level, event, fields) => {
+  const line = level === "error" ? Effect.logError(event) : level === "warning" ? Effect.logWarning(event) : Effect.logInfo(event)
+  Effect.runSync(line.pipe(Effect.annotateLogs({ role: "supervisor", ...fields }), Effect.provide(logging)))
 }
 
 export interface Options {
@@ -96,7 +115,8 @@ interface Slot {
 }
 
 /** Starts `options.workers` workers and supervises them until `stop`. */
-export const start = (options: Options, host: Host): Supervisor => {
+export const start = (options: Options, runtime: Host): Supervisor => {
+  const host = { ...runtime, now: runtime.now ?? effectNow, timer: runtime.timer ?? effectTimer }
   const firstDelay = options.restartDelayMs ?? 1_000
   const maxDelay = options.maxRestartDelayMs ?? 30_000
   const quickExitMs = options.quickExitMs ?? 10_000
