@@ -38,7 +38,7 @@ import type * as Layer from "effect/Layer"
 /** The exit code of a worker that could not start: the supervisor stops rather than retries. */
 export const EXIT_CANNOT_START = 78
 
-/** The environment variable that carries a worker's number (1 to N) into its process. */
+/** The environment variable that hands a worker its number (1 to N). */
 export const WORKER_ENV = "MAILROOM_WORKER"
 
 /** Signals the supervisor sends. */
@@ -50,7 +50,7 @@ export interface Exit {
   readonly signal: string | null
 }
 
-/** A running worker process. */
+/** A running worker (a child process of the supervisor). */
 export interface Child {
   readonly pid: number
   /** Resolves once, when the process has exited. */
