@@ -75,33 +75,26 @@ const echo = (conn: Transport.Connection): Effect.Effect<void> =>
     }
   }).pipe(Effect.catch(() => Effect.void))
 
-const HALF_CLOSE_CLIENT = `
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-s.sendall(b"QUIT\\r\\n")
-s.shutdown(socket.SHUT_WR)
-data = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-sys.stdout.write(data.decode("latin-1"))
-`
-
-/** Sends QUIT, reads to end of stream, then closes with SO_LINGER 0 (a reset, as smtp-source does). */
-const RESETTING_QUIT_CLIENT = `
+/**
+ * Sends QUIT and reads to end of stream. Mode "half-close" shuts its write
+ * side first; mode "reset" closes with SO_LINGER 0 afterwards (a reset, as
+ * smtp-source does).
+ */
+const QUIT_CLIENT = `
 import socket, struct, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 s.sendall(b"QUIT\\r\\n")
+if sys.argv[3] == "half-close":
+    s.shutdown(socket.SHUT_WR)
 data = b""
 while True:
     chunk = s.recv(65536)
     if not chunk:
         break
     data += chunk
-s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-s.close()
+if sys.argv[3] == "reset":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
 sys.stdout.write(data.decode("latin-1"))
 `
 
@@ -210,7 +203,7 @@ export const transportScenarios = (env: Env): ScenarioSuite => {
           yield* conn.write(bytes("221 2.0.0 Bye\r\n"))
           yield* conn.close
         }).pipe(Effect.catch(() => Effect.void)))
-      const out = yield* promise(() => Programs.python(env, HALF_CLOSE_CLIENT, ["127.0.0.1", String(portOf(bound.endpoint))]))
+      const out = yield* promise(() => Programs.python(env, QUIT_CLIENT, ["127.0.0.1", String(portOf(bound.endpoint)), "half-close"]))
       Assert.equal(out.stderr, "")
       Assert.equal(out.stdout, "221 2.0.0 Bye\r\n")
     }))
@@ -248,7 +241,7 @@ export const transportScenarios = (env: Env): ScenarioSuite => {
           yield* conn.closeAfterQuit
           late = (yield* Effect.flip(conn.write(bytes("late")))).reason
         }).pipe(Effect.catch(() => Effect.void)))
-      const out = yield* promise(() => Programs.python(env, RESETTING_QUIT_CLIENT, ["127.0.0.1", String(portOf(bound.endpoint))]))
+      const out = yield* promise(() => Programs.python(env, QUIT_CLIENT, ["127.0.0.1", String(portOf(bound.endpoint)), "reset"]))
       Assert.equal(out.stderr, "")
       Assert.equal(out.stdout, "221 2.0.0 Bye\r\n")
     }))
